@@ -1,0 +1,386 @@
+"""The craft dialect: Tracr's "assembly" level, as xDSL IR.
+
+Every SSA value is a subspace of the residual stream whose basis directions carry labels:
+`!craft.cat<"hist", [0, 1, 2]>` spans `hist:0`, `hist:1`, `hist:2`; `!craft.num<"frac_prevs">`
+is the one direction `frac_prevs`. Blocks read spaces and write (add) into a new one:
+
+    %sorted = craft.attention_head q(%indices) k(%target_pos, %bos) v(%tokens) {label = "sort",
+        w_qk = #craft.sparse<["indices:0" -> "target_pos:0" = 1.0, ...]>, w_ov = ..., scale = 44.0}
+
+Weights are sparse and labelled, so a dump reads like the algorithm. `layer` is added by
+allocate-layers; the residual order (`raspc.residual_labels` on the module) by layout-residual.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from xdsl.dialects.builtin import ArrayAttr, FloatAttr, Float64Type, IntegerAttr, StringAttr, f64, i64
+from xdsl.ir import Attribute, Data, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+)
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+from raspc.dialects.rasp import ValuesAttr
+from raspc.values import format_value, parse_value_list, print_value_list
+
+# --------------------------------------------------------------------------- labels
+
+
+def direction_labels(name: str, values: Sequence[Any]) -> list[str]:
+    """`name:value` per value; strings print bare (`tokens:a`) unless that would be ambiguous."""
+    bare = [f"{name}:{v}" if isinstance(v, str) else f"{name}:{format_value(v)}" for v in values]
+    if len(set(bare)) == len(bare):
+        return bare
+    return [f"{name}:{format_value(v)}" for v in values]
+
+
+def _fmt_float(x: float) -> str:
+    return format_value(float(x))
+
+
+# --------------------------------------------------------------------------- types
+
+
+@irdl_attr_definition
+class CategoricalSpaceType(ParametrizedAttribute, TypeAttribute):
+    """One direction per value: `!craft.cat<"tokens", ["a", "b"]>`."""
+
+    name = "craft.cat"
+    space: StringAttr
+    values: ValuesAttr
+
+    def __init__(self, space: str, values: Sequence[Any]):
+        super().__init__(StringAttr(space), ValuesAttr(tuple(values)))
+
+    @property
+    def labels(self) -> list[str]:
+        return direction_labels(self.space.data, self.values.data)
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_string_literal(self.space.data)
+            printer.print_string(", ")
+            print_value_list(printer, self.values.data)
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
+        with parser.in_angle_brackets():
+            space = parser.parse_str_literal()
+            parser.parse_punctuation(",")
+            values = parse_value_list(parser)
+        return [StringAttr(space), ValuesAttr(values)]
+
+
+@irdl_attr_definition
+class NumericalSpaceType(ParametrizedAttribute, TypeAttribute):
+    """One direction holding a number: `!craft.num<"frac_prevs">`."""
+
+    name = "craft.num"
+    space: StringAttr
+
+    def __init__(self, space: str):
+        super().__init__(StringAttr(space))
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.space.data]
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_string_literal(self.space.data)
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
+        with parser.in_angle_brackets():
+            return [StringAttr(parser.parse_str_literal())]
+
+
+SpaceType = CategoricalSpaceType | NumericalSpaceType
+
+
+def space_labels(value: SSAValue) -> list[str]:
+    t = value.type
+    assert isinstance(t, (CategoricalSpaceType, NumericalSpaceType)), t
+    return t.labels
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@irdl_attr_definition
+class SparseMatrixAttr(Data[tuple[tuple[str, str, float], ...]]):
+    """Labelled sparse weights: `#craft.sparse<["tokens:a" -> "h:a" = 1.0, ...]>` (row -> column = value)."""
+
+    name = "craft.sparse"
+
+    @staticmethod
+    def from_dict(entries: dict[tuple[str, str], float]) -> "SparseMatrixAttr":
+        return SparseMatrixAttr(tuple((r, c, float(v)) for (r, c), v in entries.items() if v != 0.0))
+
+    def as_dict(self) -> dict[tuple[str, str], float]:
+        return {(r, c): v for r, c, v in self.data}
+
+    @classmethod
+    def parse_parameter(cls, parser: AttrParser) -> tuple[tuple[str, str, float], ...]:
+        def entry() -> tuple[str, str, float]:
+            row = parser.parse_str_literal()
+            parser.parse_punctuation("->")
+            col = parser.parse_str_literal()
+            parser.parse_punctuation("=")
+            return (row, col, float(parser.parse_number()))
+
+        with parser.in_angle_brackets():
+            return tuple(parser.parse_comma_separated_list(parser.Delimiter.SQUARE, entry))
+
+    def print_parameter(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_string("[")
+            for i, (r, c, v) in enumerate(self.data):
+                if i:
+                    printer.print_string(", ")
+                printer.print_string_literal(r)
+                printer.print_string(" -> ")
+                printer.print_string_literal(c)
+                printer.print_string(f" = {_fmt_float(v)}")
+            printer.print_string("]")
+
+
+@irdl_attr_definition
+class SparseVectorAttr(Data[tuple[tuple[str, float], ...]]):
+    """Labelled sparse vector (biases): `#craft.vec<["h:a" = -1.0]>`."""
+
+    name = "craft.vec"
+
+    @staticmethod
+    def from_dict(entries: dict[str, float]) -> "SparseVectorAttr":
+        return SparseVectorAttr(tuple((k, float(v)) for k, v in entries.items() if v != 0.0))
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.data)
+
+    @classmethod
+    def parse_parameter(cls, parser: AttrParser) -> tuple[tuple[str, float], ...]:
+        def entry() -> tuple[str, float]:
+            key = parser.parse_str_literal()
+            parser.parse_punctuation("=")
+            return (key, float(parser.parse_number()))
+
+        with parser.in_angle_brackets():
+            return tuple(parser.parse_comma_separated_list(parser.Delimiter.SQUARE, entry))
+
+    def print_parameter(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_string("[")
+            for i, (k, v) in enumerate(self.data):
+                if i:
+                    printer.print_string(", ")
+                printer.print_string_literal(k)
+                printer.print_string(f" = {_fmt_float(v)}")
+            printer.print_string("]")
+
+
+# --------------------------------------------------------------------------- ops
+
+
+def _labels_of(values: Sequence[SSAValue]) -> set[str]:
+    out: set[str] = set()
+    for v in values:
+        out.update(space_labels(v))
+    return out
+
+
+def _check_labels(what: str, used: set[str], allowed: set[str]) -> None:
+    unknown = sorted(used - allowed)
+    if unknown:
+        raise VerifyException(f"{what} uses directions not in its spaces: {unknown[:5]}")
+
+
+class CraftBlock(IRDLOperation):
+    """Common to residual blocks: a label and, after allocate-layers, a layer."""
+
+    label = prop_def(StringAttr)
+    layer = opt_prop_def(IntegerAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+
+    @property
+    def layer_index(self) -> int | None:
+        return None if self.layer is None else self.layer.value.data
+
+    def set_layer(self, layer: int) -> None:
+        self.properties["layer"] = IntegerAttr(layer, i64)
+
+
+EMBED_SOURCES = ("one", "bos", "tokens", "indices")
+
+
+@irdl_op_definition
+class EmbedOp(IRDLOperation):
+    """A space written by the embedding: `one` (1 everywhere), `bos` (1 at BOS only),
+    `tokens` (one-hot; zero at BOS), `indices` (position - 1; zero at BOS)."""
+
+    name = "craft.embed"
+    source = prop_def(StringAttr)
+    res = result_def(CategoricalSpaceType | NumericalSpaceType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "attr-dict `:` type($res)"
+
+    def __init__(self, source: str, t: Attribute):
+        super().__init__(result_types=[t], properties={"source": StringAttr(source)})
+
+    def verify_(self) -> None:
+        if self.source.data not in EMBED_SOURCES:
+            raise VerifyException(f"unknown embedding source '{self.source.data}'; expected one of {EMBED_SOURCES}")
+        if self.source.data in ("one", "bos") and not isinstance(self.res.type, NumericalSpaceType):
+            raise VerifyException(f"'{self.source.data}' is a single numerical direction")
+
+
+@irdl_op_definition
+class PositionalOp(IRDLOperation):
+    """A space written by the position embedding: `values[i]` at token position i (BOS: zero)."""
+
+    name = "craft.positional"
+    label = prop_def(StringAttr)
+    values = prop_def(ValuesAttr)
+    res = result_def(CategoricalSpaceType | NumericalSpaceType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "attr-dict `:` type($res)"
+
+    def __init__(self, label: str, values: Sequence[Any], t: Attribute):
+        super().__init__(result_types=[t], properties={"label": StringAttr(label), "values": ValuesAttr(tuple(values))})
+
+    def verify_(self) -> None:
+        t = self.res.type
+        if isinstance(t, CategoricalSpaceType):
+            bad = [v for v in self.values.data if v is not None and v not in t.values.data]
+            if bad:
+                raise VerifyException(f"positional values {bad[:5]} are not directions of the result space")
+        elif not all(isinstance(v, (int, float)) for v in self.values.data):
+            raise VerifyException("a numerical positional space takes numbers")
+
+
+@irdl_op_definition
+class MlpOp(CraftBlock):
+    """out = relu(x W_in + b_in) W_out, over labelled directions; `hidden` names the neurons."""
+
+    name = "craft.mlp"
+    inputs = var_operand_def(CategoricalSpaceType | NumericalSpaceType)
+    hidden = prop_def(ArrayAttr[StringAttr])
+    w_in = prop_def(SparseMatrixAttr)
+    b_in = prop_def(SparseVectorAttr)
+    w_out = prop_def(SparseMatrixAttr)
+    res = result_def(CategoricalSpaceType | NumericalSpaceType)
+    traits = traits_def(Pure())
+    assembly_format = "$inputs attr-dict `:` functional-type($inputs, $res)"
+
+    def __init__(
+        self, inputs: Sequence[SSAValue], t: Attribute, label: str, hidden: Sequence[str],
+        w_in: dict[tuple[str, str], float], b_in: dict[str, float], w_out: dict[tuple[str, str], float],
+    ):
+        super().__init__(
+            operands=[list(inputs)],
+            result_types=[t],
+            properties={
+                "label": StringAttr(label),
+                "hidden": ArrayAttr([StringAttr(h) for h in hidden]),
+                "w_in": SparseMatrixAttr.from_dict(w_in),
+                "b_in": SparseVectorAttr.from_dict(b_in),
+                "w_out": SparseMatrixAttr.from_dict(w_out),
+            },
+        )
+
+    @property
+    def hidden_labels(self) -> list[str]:
+        return [h.data for h in self.hidden.data]
+
+    def verify_(self) -> None:
+        hidden = self.hidden_labels
+        if len(set(hidden)) != len(hidden):
+            raise VerifyException("hidden neuron labels must be unique")
+        hid = set(hidden)
+        _check_labels("w_in rows", {r for r, _, _ in self.w_in.data}, _labels_of(self.inputs))
+        _check_labels("w_in columns", {c for _, c, _ in self.w_in.data}, hid)
+        _check_labels("b_in", {k for k, _ in self.b_in.data}, hid)
+        _check_labels("w_out rows", {r for r, _, _ in self.w_out.data}, hid)
+        _check_labels("w_out columns", {c for _, c, _ in self.w_out.data}, set(space_labels(self.res)))
+
+
+@irdl_op_definition
+class AttentionHeadOp(CraftBlock):
+    """One head. score(q, k) = scale * x_q W_qk x_k (W_qk: query directions -> key directions);
+    out = softmax(score) x_k W_ov (W_ov: value directions -> output directions)."""
+
+    name = "craft.attention_head"
+    queries = var_operand_def(CategoricalSpaceType | NumericalSpaceType)
+    keys = var_operand_def(CategoricalSpaceType | NumericalSpaceType)
+    values = var_operand_def(CategoricalSpaceType | NumericalSpaceType)
+    w_qk = prop_def(SparseMatrixAttr)
+    w_ov = prop_def(SparseMatrixAttr)
+    scale = prop_def(FloatAttr[Float64Type])
+    res = result_def(CategoricalSpaceType | NumericalSpaceType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "`q` `(` $queries `:` type($queries) `)` `k` `(` $keys `:` type($keys) `)` "
+        "`v` `(` $values `:` type($values) `)` attr-dict `:` type($res)"
+    )
+
+    def __init__(
+        self, queries: Sequence[SSAValue], keys: Sequence[SSAValue], values: Sequence[SSAValue], t: Attribute,
+        label: str, w_qk: dict[tuple[str, str], float], w_ov: dict[tuple[str, str], float], scale: float,
+    ):
+        super().__init__(
+            operands=[list(queries), list(keys), list(values)],
+            result_types=[t],
+            properties={
+                "label": StringAttr(label),
+                "w_qk": SparseMatrixAttr.from_dict(w_qk),
+                "w_ov": SparseMatrixAttr.from_dict(w_ov),
+                "scale": FloatAttr(float(scale), f64),
+            },
+        )
+
+    def verify_(self) -> None:
+        _check_labels("w_qk rows", {r for r, _, _ in self.w_qk.data}, _labels_of(self.queries))
+        _check_labels("w_qk columns", {c for _, c, _ in self.w_qk.data}, _labels_of(self.keys))
+        _check_labels("w_ov rows", {r for r, _, _ in self.w_ov.data}, _labels_of(self.values))
+        _check_labels("w_ov columns", {c for _, c, _ in self.w_ov.data}, set(space_labels(self.res)))
+        if self.scale.value.data <= 0:
+            raise VerifyException("softmax scale must be positive")
+
+
+@irdl_op_definition
+class OutputOp(IRDLOperation):
+    """Marks the space the model reads its output from."""
+
+    name = "craft.output"
+    inp = operand_def(CategoricalSpaceType | NumericalSpaceType)
+    assembly_format = "$inp attr-dict `:` type($inp)"
+
+    def __init__(self, inp: SSAValue):
+        super().__init__(operands=[inp])
+
+
+BLOCK_OPS = (MlpOp, AttentionHeadOp)
+
+Craft = Dialect(
+    "craft",
+    [EmbedOp, PositionalOp, MlpOp, AttentionHeadOp, OutputOp],
+    [CategoricalSpaceType, NumericalSpaceType, SparseMatrixAttr, SparseVectorAttr],
+)

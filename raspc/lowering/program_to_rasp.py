@@ -1,0 +1,366 @@
+"""Front end: trace a Python RASP program into rasp-dialect IR.
+
+Infers every s-op's finite value set from the vocabulary and max_seq_len (as tight as the
+operation allows: it decides the model's size), tabulates every Map / SequenceMap / Select
+function over those sets, and emits one rasp op per primitive. After this step no Python
+callable is needed: the IR text alone defines the program.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Any, Callable, Sequence
+
+from xdsl.dialects.builtin import BoolAttr, IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.context import Context
+from xdsl.ir import Operation, SSAValue
+from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
+
+from raspc import rasp
+from raspc.dialects import rasp as R
+from raspc.errors import CompileError, UnsupportedError, ValueSetError, VocabError
+from raspc.values import sorted_values
+
+# Bounds on inferred value sets: past these a program would compile into an absurd model.
+MAX_CATEGORICAL_VALUES = 5_000
+MAX_NUMERICAL_VALUES = 50_000
+
+_DEFAULT_NAMES = {name for _, name in rasp._default_name_by_class}
+_SSA_NAME = re.compile(r"[^A-Za-z0-9_.$-]")
+
+
+def ssa_name(label: str) -> str:
+    """A valid SSA name hint for a label (`opp_idx-1` stays, `shift_by(1)` becomes `shift_by_1_`)."""
+    name = _SSA_NAME.sub("_", label)
+    if not name or not (name[0].isalpha() or name[0] == "_"):
+        name = "_" + name
+    return name
+
+
+def _labels(exprs: Sequence[rasp.RASPExpr]) -> dict[int, str]:
+    """Unique, stable labels: the user's name, or `name_id` for unnamed expressions."""
+    out: dict[int, str] = {}
+    used: set[str] = {"tokens", "indices"}
+    for e in exprs:
+        if isinstance(e, (rasp.TokensType, rasp.IndicesType)):
+            out[id(e)] = e.label  # every copy of tokens/indices is the same embedding
+            continue
+        base = e.label if e.name in _DEFAULT_NAMES else e.name
+        label, k = base, 1
+        while label in used:
+            k += 1
+            label = f"{base}_{k}"
+        used.add(label)
+        out[id(e)] = label
+    return out
+
+
+def topological_order(output: rasp.RASPExpr) -> list[rasp.RASPExpr]:
+    """Every expression the output depends on, dependencies first (deterministic DFS post-order)."""
+    order: list[rasp.RASPExpr] = []
+    state: dict[int, int] = {}
+    stack: list[tuple[rasp.RASPExpr, int]] = [(output, 0)]
+    while stack:
+        expr, i = stack.pop()
+        children = list(expr.children)
+        if i == 0:
+            if state.get(id(expr)) == 2:
+                continue
+            state[id(expr)] = 1
+        if i < len(children):
+            stack.append((expr, i + 1))
+            child = children[i]
+            if state.get(id(child)) != 2:
+                stack.append((child, 0))
+            continue
+        if state.get(id(expr)) != 2:
+            state[id(expr)] = 2
+            order.append(expr)
+    return order
+
+
+class _Tracer:
+    def __init__(self, vocab: Sequence[Any], max_seq_len: int):
+        self.vocab = vocab
+        self.max_seq_len = max_seq_len
+        self.ops: list[Operation] = []
+        self.values: dict[int, SSAValue] = {}
+        self.labels: dict[int, str] = {}
+        self._length: SSAValue | None = None
+
+    # -- helpers ---------------------------------------------------------
+    def fail(self, expr: rasp.RASPExpr, message: str, cls: type[CompileError] = UnsupportedError) -> CompileError:
+        return cls(message, label=self.labels.get(id(expr), expr.label), source=getattr(expr, "source", None))
+
+    def emit(self, expr: rasp.RASPExpr, op: Operation) -> SSAValue:
+        self.ops.append(op)
+        res = op.results[0]
+        res.name_hint = ssa_name(self.labels[id(expr)])
+        self.values[id(expr)] = res
+        return res
+
+    def src(self, expr: rasp.RASPExpr) -> str | None:
+        return getattr(expr, "source", None)
+
+    def encoding(self, expr: rasp.SOp) -> str:
+        return R.NUMERICAL if rasp.is_numerical(expr) else R.CATEGORICAL
+
+    def value_set(self, expr: rasp.RASPExpr) -> tuple[Any, ...] | None:
+        t = self.values[id(expr)].type
+        assert isinstance(t, R.SOpType)
+        return t.value_set
+
+    def finite_values(self, expr: rasp.SOp, user: rasp.RASPExpr, role: str) -> tuple[Any, ...]:
+        vals = self.value_set(expr)
+        if vals is None:
+            raise self.fail(
+                user,
+                f"{role} '{self.labels[id(expr)]}' is numerical with a value set that is not finite "
+                f"(or larger than {MAX_NUMERICAL_VALUES}); it cannot be tabulated",
+            )
+        return vals
+
+    def make_type(self, expr: rasp.SOp, values: Sequence[Any] | None) -> R.SOpType:
+        enc = self.encoding(expr)
+        if values is not None:
+            values = sorted_values(v for v in values if v is not None)
+            limit = MAX_CATEGORICAL_VALUES if enc == R.CATEGORICAL else MAX_NUMERICAL_VALUES
+            if len(values) > limit:
+                if enc == R.NUMERICAL:
+                    values = None
+                else:
+                    raise self.fail(
+                        expr, f"value set grows to {len(values)} values (bound {limit})", ValueSetError
+                    )
+        if enc == R.NUMERICAL and values is not None:
+            bad = [v for v in values if not isinstance(v, (int, float))]
+            if bad:
+                raise self.fail(expr, f"numerical s-op takes non-numeric values {bad[:3]}")
+        if enc == R.CATEGORICAL and values is None:
+            raise self.fail(expr, "categorical s-op needs a finite value set", ValueSetError)
+        return R.SOpType(enc, values)
+
+    def tabulate(self, expr: rasp.RASPExpr, f: Callable[..., Any], *arg_sets: Sequence[Any]) -> list[Any]:
+        import itertools
+
+        out = []
+        for args in itertools.product(*arg_sets):
+            try:
+                out.append(f(*args))
+            except Exception as exc:  # noqa: BLE001 - any user-function failure is reported
+                shown = ", ".join(repr(a) for a in args)
+                raise self.fail(
+                    expr, f"function raised {type(exc).__name__}: {exc} on input ({shown})", ValueSetError
+                ) from exc
+        return out
+
+    # -- s-ops -----------------------------------------------------------
+    def trace(self, expr: rasp.RASPExpr) -> None:
+        label, src = self.labels[id(expr)], self.src(expr)
+        if isinstance(expr, rasp.TokensType):
+            if rasp.is_numerical(expr):
+                raise self.fail(expr, "tokens must be categorical")
+            self.emit(expr, R.TokensOp(R.SOpType(R.CATEGORICAL, sorted_values(self.vocab)), label))
+        elif isinstance(expr, rasp.IndicesType):
+            self.emit(expr, R.IndicesOp(self.make_type(expr, range(self.max_seq_len)), label))
+        elif isinstance(expr, rasp.LengthType):
+            self.emit(expr, self._length_op(expr, label, src))
+        elif isinstance(expr, rasp.Map):
+            self._map(expr, label, src)
+        elif isinstance(expr, rasp.SequenceMap):
+            self._sequence_map(expr, label, src)
+        elif isinstance(expr, rasp.Full):
+            self.emit(expr, R.FullOp(self.make_type(expr, [expr.fill]), expr.fill, label, src))
+        elif isinstance(expr, rasp.ConstantSOp):
+            if len(expr.value) > self.max_seq_len:
+                raise self.fail(expr, f"constant has {len(expr.value)} values, longer than max_seq_len")
+            self.emit(expr, R.ConstantOp(self.make_type(expr, expr.value), expr.value, label, src))
+        elif isinstance(expr, rasp.Select):
+            self._select(expr, label, src)
+        elif isinstance(expr, (rasp.SelectorAnd, rasp.SelectorOr)):
+            cls = R.SelectorAndOp if isinstance(expr, rasp.SelectorAnd) else R.SelectorOrOp
+            self.emit(expr, cls(self.values[id(expr.fst)], self.values[id(expr.snd)], label, src))
+        elif isinstance(expr, rasp.SelectorNot):
+            self.emit(expr, R.SelectorNotOp(self.values[id(expr.inner)], label, src))
+        elif isinstance(expr, rasp.Aggregate):
+            self._aggregate(expr, label, src)
+        elif isinstance(expr, rasp.SelectorWidth):
+            self._selector_width(expr, label, src)
+        elif isinstance(expr, rasp.ConstantSelector):
+            raise self.fail(expr, "ConstantSelector has no transformer implementation (a fixed attention pattern "
+                            "cannot be computed from tokens); use a Select over indices instead")
+        else:
+            raise self.fail(expr, f"unsupported RASP expression {type(expr).__name__}")
+
+    def _length_op(self, expr: rasp.RASPExpr, label: str, src: str | None) -> Operation:
+        """`length` is SelectorWidth(Select(tokens, tokens, TRUE)): emitted as those two ops."""
+        tok_t = R.SOpType(R.CATEGORICAL, sorted_values(self.vocab))
+        tok = self.values.get(id(rasp.tokens))
+        if tok is None:
+            tok_op = R.TokensOp(tok_t, "tokens")
+            self.ops.append(tok_op)
+            tok = tok_op.res
+            tok.name_hint = "tokens"
+            self.values[id(rasp.tokens)] = tok
+        n = len(tok_t.value_set or ())
+        sel = R.SelectOp(tok, tok, [1] * (n * n), f"{label}_selector", src, comparison="TRUE")
+        self.ops.append(sel)
+        sel.res.name_hint = ssa_name(f"{label}_selector")
+        return R.SelectorWidthOp(sel.res, R.SOpType(R.CATEGORICAL, range(1, self.max_seq_len + 1)), label, src)
+
+    def _map(self, expr: rasp.Map, label: str, src: str | None) -> None:
+        in_vals = self.finite_values(expr.inner, expr, "input")
+        outs = self.tabulate(expr, expr.f, in_vals)
+        if rasp.is_numerical(expr) and any(o is None for o in outs):
+            raise self.fail(expr, "a numerical Map returned None")
+        t = self.make_type(expr, outs)
+        index = {v: i for i, v in enumerate(t.value_set or ())}
+        table = [-1 if o is None else index[o] for o in outs]
+        self.emit(expr, R.MapOp(self.values[id(expr.inner)], t, table, label, src))
+
+    def _sequence_map(self, expr: rasp.SequenceMap, label: str, src: str | None) -> None:
+        fst, snd = self.values[id(expr.fst)], self.values[id(expr.snd)]
+        if (
+            isinstance(expr, rasp.LinearSequenceMap)
+            and rasp.is_numerical(expr)
+            and rasp.is_numerical(expr.fst)
+            and rasp.is_numerical(expr.snd)
+        ):
+            a, b = self.value_set(expr.fst), self.value_set(expr.snd)
+            vals = None
+            if a is not None and b is not None and len(a) * len(b) <= MAX_NUMERICAL_VALUES:
+                vals = self.tabulate(expr, expr.f, a, b)
+            t = self.make_type(expr, vals)
+            self.emit(expr, R.LinearSequenceMapOp(fst, snd, t, expr.fst_fac, expr.snd_fac, label, src))
+            return
+        a = self.finite_values(expr.fst, expr, "first input")
+        b = self.finite_values(expr.snd, expr, "second input")
+        if len(a) * len(b) > MAX_NUMERICAL_VALUES:
+            raise self.fail(expr, f"input value sets {len(a)} x {len(b)} are too large to tabulate", ValueSetError)
+        outs = self.tabulate(expr, expr.f, a, b)
+        if rasp.is_numerical(expr) and any(o is None for o in outs):
+            raise self.fail(expr, "a numerical SequenceMap returned None")
+        t = self.make_type(expr, outs)
+        index = {v: i for i, v in enumerate(t.value_set or ())}
+        table = [-1 if o is None else index[o] for o in outs]
+        self.emit(expr, R.SequenceMapOp(fst, snd, t, table, label, src))
+
+    def _select(self, expr: rasp.Select, label: str, src: str | None) -> None:
+        keys = self.finite_values(expr.keys, expr, "keys")
+        queries = self.finite_values(expr.queries, expr, "queries")
+        raw = self.tabulate(expr, lambda q, k: expr.predicate(k, q), queries, keys)
+        comparison = expr.predicate.name if isinstance(expr.predicate, rasp.Comparison) else None
+        table = [1 if r else 0 for r in raw]
+        self.emit(expr, R.SelectOp(self.values[id(expr.keys)], self.values[id(expr.queries)], table, label, src,
+                                   comparison))
+
+    def _aggregate(self, expr: rasp.Aggregate, label: str, src: str | None) -> None:
+        inner = expr.sop
+        if rasp.is_numerical(expr) != rasp.is_numerical(inner):
+            raise self.fail(expr, f"aggregate is {self.encoding(expr)} but its input '{self.labels[id(inner)]}' is "
+                            f"{self.encoding(inner)}; annotate both the same way")
+        vals = self.value_set(inner)
+        if rasp.is_numerical(expr):
+            default = 0 if expr.default is None else expr.default
+            if not isinstance(default, (int, float)):
+                raise self.fail(expr, f"numerical aggregate default must be a number, got {default!r}")
+            out = None if vals is None else _possible_means(vals, self.max_seq_len, MAX_NUMERICAL_VALUES)
+            if out is not None:
+                out = [*out, default]
+        else:
+            default = expr.default
+            out = [*(vals or ()), *([] if default is None else [default])]
+        t = self.make_type(expr, out)
+        self.emit(expr, R.AggregateOp(self.values[id(expr.selector)], self.values[id(inner)], t, default, label, src))
+
+    def _selector_width(self, expr: rasp.SelectorWidth, label: str, src: str | None) -> None:
+        low = 1 if _always_selects_self(expr.selector) else 0
+        t = self.make_type(expr, range(low, self.max_seq_len + 1))
+        self.emit(expr, R.SelectorWidthOp(self.values[id(expr.selector)], t, label, src))
+
+
+def _always_selects_self(sel: rasp.Selector) -> bool:
+    """True when every query selects at least its own position (so the width is at least 1)."""
+    if isinstance(sel, rasp.Select) and sel.keys is sel.queries:
+        if isinstance(sel.predicate, rasp.Comparison):
+            return sel.predicate in (rasp.Comparison.TRUE, rasp.Comparison.EQ, rasp.Comparison.LEQ,
+                                     rasp.Comparison.GEQ)
+    return False
+
+
+def _possible_means(values: Sequence[Any], max_width: int, bound: int) -> list[float] | None:
+    """Every mean of 1..max_width values drawn (with repetition) from `values`; None past `bound`.
+
+    Tracr records only 1/n here and so mis-sizes every numerical step after a mean.
+    """
+    fracs = sorted({Fraction(v) for v in values})
+    sums = {Fraction(0)}
+    means: set[Fraction] = set()
+    for n in range(1, max_width + 1):
+        sums = {s + v for s in sums for v in fracs}
+        if len(sums) > bound:
+            return None
+        means.update(s / n for s in sums)
+        if len(means) > bound:
+            return None
+    return [float(m) if m.denominator != 1 else int(m) for m in means]
+
+
+def program_to_rasp(
+    program: rasp.SOp,
+    vocab: Sequence[Any],
+    max_seq_len: int,
+    compiler_bos: Any = "BOS",
+    compiler_pad: Any = "PAD",
+    causal: bool = False,
+) -> ModuleOp:
+    """Trace `program` into a verified rasp-dialect module."""
+    if not isinstance(program, rasp.SOp):
+        raise CompileError(f"the program must be an SOp, got {type(program).__name__}")
+    vocab = list(vocab)
+    if not vocab:
+        raise VocabError("the vocabulary is empty")
+    if len(set(vocab)) != len(vocab):
+        raise VocabError("the vocabulary has duplicate tokens")
+    if any(v is None for v in vocab):
+        raise VocabError("None cannot be a token")
+    if compiler_bos in vocab:
+        raise VocabError(f"BOS token {compiler_bos!r} is also in the vocabulary")
+    if compiler_pad in vocab or compiler_pad == compiler_bos:
+        raise VocabError(f"PAD token {compiler_pad!r} collides with the vocabulary or BOS")
+    if not isinstance(max_seq_len, int) or max_seq_len < 1:
+        raise VocabError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
+    try:
+        sorted_values(vocab)
+    except TypeError as exc:
+        raise VocabError(f"unsupported token: {exc}") from exc
+
+    order = topological_order(program)
+    if not any(isinstance(e, rasp.TokensType) for e in order) and not any(
+        isinstance(e, rasp.LengthType) for e in order
+    ):
+        raise CompileError("the program does not read `tokens`: its output cannot depend on the input")
+    tracer = _Tracer(vocab, max_seq_len)
+    tracer.labels = _labels(order)
+    for expr in order:
+        tracer.trace(expr)
+    out = tracer.values[id(program)]
+    tracer.ops.append(R.OutputOp(out))
+    module = ModuleOp(tracer.ops)
+    module.attributes.update(
+        {
+            "raspc.vocab": R.ValuesAttr(tuple(vocab)),
+            "raspc.bos": R.ValueAttr(compiler_bos),
+            "raspc.pad": R.ValueAttr(compiler_pad),
+            "raspc.max_seq_len": IntegerAttr(max_seq_len, i64),
+            "raspc.causal": BoolAttr.from_bool(causal),
+        }
+    )
+    # copies of tokens/indices (from .named/numerical) become one op each
+    CommonSubexpressionElimination().apply(Context(), module)
+    module.verify()
+    return module
+
+
+__all__ = ["program_to_rasp", "topological_order", "ssa_name", "StringAttr"]

@@ -1,0 +1,434 @@
+"""lower-rasp-to-craft: every rasp op becomes residual blocks with exact, labelled weights.
+
+Constructions (each exact on the value sets in the IR, not approximately right):
+
+- tokens / indices        -> `craft.embed`; full / constant -> `craft.positional`.
+- categorical map         -> lookup MLP, one hidden neuron per *output* value:
+                             h_c = relu(sum of the input directions that map to c).
+- categorical -> numerical map -> two neurons (positive and negative part): negative outputs stay exact.
+- numerical map           -> discretising MLP: a clamped ramp between each pair of neighbouring input
+                             values where the output changes (2 neurons each); exact on the value set.
+- sequence_map            -> one neuron per (first value, output) group: relu(x_a + sum_b y_b - 1).
+- linear_sequence_map     -> relu(+x), relu(-x), ... recombined linearly.
+- select + aggregate      -> attention head. Scores are `scale * (number of true leaf predicates)`,
+                             BOS scores half a step below a full match, so an empty selection
+                             attends to BOS, whose value carries the default.
+- select + selector_width -> attention head with BOS level with a match (BOS gets 1/(w+1)),
+                             then a discretising MLP from 1/(w+1) to w. Exact for every width.
+
+BOS invariants the constructions rely on: position 0 (BOS) attends only to itself (the tensor
+level masks it); every MLP writes exactly 0 at BOS (hidden units are switched off by the `bos`
+direction when their pre-activation could be positive there); an attention head writes its BOS
+value there, which is tracked (`bos_content`) and compensated in later heads' keys and values.
+
+Softmax sharpness is per head: with margin `scale/2` between the selected keys and the rest,
+the weight that leaks to at most max_seq_len+1 other keys is below `leak` (default 1e-9).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from raspc.dialects import craft as C
+from raspc.dialects import rasp as R
+from raspc.dialects.rasp import table_values
+from raspc.errors import UnsupportedError
+from raspc.passes.product_selectors import is_conjunction, selector_leaves
+
+Weights = dict[tuple[str, str], float]
+
+
+def craft_type(label: str, t: R.SOpType) -> Attribute:
+    if t.is_categorical:
+        return C.CategoricalSpaceType(label, t.value_set or ())
+    return C.NumericalSpaceType(label)
+
+
+def head_scale(max_seq_len: int, leak: float) -> float:
+    """Inverse temperature so that keys half a step below the best get < `leak` weight in total."""
+    return 2.0 * (math.log(max_seq_len + 1) + math.log(1.0 / leak))
+
+
+# --------------------------------------------------------------------------- MLP construction
+
+
+@dataclass
+class MlpBuilder:
+    """Collects neurons; `finish` adds BOS gating so the block writes exactly 0 at BOS."""
+
+    label: str
+    hidden: list[str] = field(default_factory=list)
+    w_in: Weights = field(default_factory=dict)
+    b_in: dict[str, float] = field(default_factory=dict)
+    w_out: Weights = field(default_factory=dict)
+    out_bias: dict[str, float] = field(default_factory=dict)
+
+    def neuron(self, tag: str, inputs: dict[str, float], bias: float, outputs: dict[str, float]) -> None:
+        outputs = {k: v for k, v in outputs.items() if v != 0.0}
+        if not outputs:
+            return
+        name = f"{self.label}[{tag}]"
+        assert name not in self.hidden, name
+        self.hidden.append(name)
+        for d, w in inputs.items():
+            if w != 0.0:
+                self.w_in[(d, name)] = self.w_in.get((d, name), 0.0) + w
+        if bias:
+            self.b_in[name] = bias
+        for d, w in outputs.items():
+            self.w_out[(name, d)] = w
+
+    def add_output_bias(self, outputs: dict[str, float]) -> None:
+        for d, v in outputs.items():
+            self.out_bias[d] = self.out_bias.get(d, 0.0) + v
+
+    def finish(self, bos_content: dict[str, float]) -> tuple[list[str], Weights, dict[str, float], Weights, bool]:
+        """(hidden, w_in, b_in, w_out, reads_one_and_bos)."""
+        uses_gate = False
+        if any(self.out_bias.values()):
+            # A constant output is a neuron relu(one - K*bos): 1 on tokens, 0 at BOS.
+            self.neuron("bias", {"one": 1.0}, 0.0, self.out_bias)
+            uses_gate = True
+        # Largest pre-activation any neuron can reach at BOS; gate those that can be positive.
+        for h in self.hidden:
+            at_bos = self.b_in.get(h, 0.0) + sum(
+                w * bos_content.get(d, 0.0) for (d, hh), w in self.w_in.items() if hh == h
+            )
+            if at_bos > 0.0 or h.endswith("[bias]"):
+                gate = math.ceil(abs(at_bos) + 1.0)
+                self.w_in[("bos", h)] = -float(gate)
+                uses_gate = True
+        return self.hidden, self.w_in, self.b_in, self.w_out, uses_gate
+
+
+def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: dict[str, float], tag: str) -> None:
+    """Adds delta_out * clamp((x - lo) / (hi - lo), 0, 1): 0 at x <= lo, delta_out at x >= hi."""
+    width = hi - lo
+    mlp.neuron(f"{tag}>", {x_dir: 1.0 / width}, -lo / width, dict(delta_out))
+    mlp.neuron(f"{tag}<", {x_dir: 1.0 / width}, -hi / width, {k: -v for k, v in delta_out.items()})
+
+
+def discretising_mlp(
+    mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[dict[str, float]]
+) -> None:
+    """An MLP equal to outputs[i] at x = xs[i] (xs ascending): base + a ramp wherever the output changes."""
+    mlp.add_output_bias(outputs[0])
+    for i in range(len(xs) - 1):
+        before, after = outputs[i], outputs[i + 1]
+        delta = {d: after.get(d, 0.0) - before.get(d, 0.0) for d in set(before) | set(after)}
+        delta = {d: v for d, v in sorted(delta.items()) if v != 0.0}
+        if delta:
+            _step_neurons(mlp, x_dir, float(xs[i]), float(xs[i + 1]), delta, f"{i}")
+
+
+# --------------------------------------------------------------------------- the lowering
+
+
+class _Lowering:
+    def __init__(self, module: ModuleOp, leak: float):
+        self.module = module
+        self.max_seq_len = module.attributes["raspc.max_seq_len"].value.data  # type: ignore[union-attr]
+        self.scale = head_scale(self.max_seq_len, leak)
+        self.map: dict[SSAValue, SSAValue] = {}
+        self.bos_content: dict[SSAValue, dict[str, float]] = {}
+        self.new_ops: list[Operation] = []
+        one = C.EmbedOp("one", C.NumericalSpaceType("one"))
+        bos = C.EmbedOp("bos", C.NumericalSpaceType("bos"))
+        one.res.name_hint, bos.res.name_hint = "one", "bos"
+        self.one, self.bos = one.res, bos.res
+        self.new_ops += [one, bos]
+        self.bos_content[self.one] = {"one": 1.0}
+        self.bos_content[self.bos] = {"bos": 1.0}
+
+    # -- helpers ---------------------------------------------------------
+    def fail(self, op: R.RaspOp, message: str) -> UnsupportedError:
+        return UnsupportedError(message, label=op.label_str, source=op.src_str)
+
+    def emit(self, op: Operation, rasp_result: SSAValue | None = None, bos: dict[str, float] | None = None) -> SSAValue:
+        self.new_ops.append(op)
+        res = op.results[0]
+        if rasp_result is not None:
+            res.name_hint = rasp_result.name_hint
+            self.map[rasp_result] = res
+        self.bos_content[res] = bos or {}
+        return res
+
+    def bos_of(self, spaces: Sequence[SSAValue]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in spaces:
+            out.update(self.bos_content.get(s, {}))
+        return out
+
+    def mlp(self, builder: MlpBuilder, inputs: list[SSAValue], out_t: Attribute, rasp_result: SSAValue) -> SSAValue:
+        hidden, w_in, b_in, w_out, gated = builder.finish({**self.bos_of(inputs), "one": 1.0})
+        if gated:
+            inputs = [*inputs, *[s for s in (self.one, self.bos) if s not in inputs]]
+        used = {d for d, _ in w_in}
+        inputs = [s for s in inputs if used & set(C.space_labels(s))]
+        op = C.MlpOp(inputs, out_t, builder.label, hidden, w_in, b_in, w_out)
+        return self.emit(op, rasp_result)
+
+    @staticmethod
+    def dirs(value: SSAValue) -> list[str]:
+        return C.space_labels(value)
+
+    # -- ops -------------------------------------------------------------
+    def lower(self, op: Operation) -> None:
+        match op:
+            case R.TokensOp():
+                t = R.sop_type(op.res)
+                self.emit(C.EmbedOp("tokens", craft_type("tokens", t)), op.res)
+            case R.IndicesOp():
+                self.emit(C.EmbedOp("indices", craft_type("indices", R.sop_type(op.res))), op.res)
+            case R.FullOp():
+                self.positional(op, [op.fill.data] * self.max_seq_len)
+            case R.ConstantOp():
+                values = list(op.value.data) + [None] * (self.max_seq_len - len(op.value.data))
+                self.positional(op, values)
+            case R.MapOp():
+                self.lower_map(op)
+            case R.SequenceMapOp():
+                self.lower_sequence_map(op)
+            case R.LinearSequenceMapOp():
+                self.lower_linear_sequence_map(op)
+            case R.AggregateOp():
+                self.lower_aggregate(op)
+            case R.SelectorWidthOp():
+                self.lower_selector_width(op)
+            case R.SelectOp() | R.SelectorAndOp() | R.SelectorOrOp() | R.SelectorNotOp():
+                pass  # read by the aggregate / selector_width that uses them
+            case R.OutputOp():
+                self.new_ops.append(C.OutputOp(self.map[op.inp]))
+            case _:
+                raise UnsupportedError(f"lower-rasp-to-craft does not handle {op.name}")
+
+    def positional(self, op: R.FullOp | R.ConstantOp, values: list[Any]) -> None:
+        t = R.sop_type(op.res)
+        if not t.is_categorical:
+            values = [0 if v is None else v for v in values]
+        self.emit(C.PositionalOp(op.label_str, values, craft_type(op.label_str, t)), op.res)
+
+    def lower_map(self, op: R.MapOp) -> None:
+        self.lookup_mlp(op, op.inp, R.sop_type(op.inp), table_values(op.table))
+
+    def lookup_mlp(self, op: R.RaspOp, inp: SSAValue, in_t: R.SOpType, table: Sequence[int]) -> None:
+        """The MLP of an elementwise function given as a table over the input's values."""
+        out_t = R.sop_type(op.results[0])
+        x = self.map[inp]
+        out_space = craft_type(op.label_str, out_t)
+        out_dirs = out_space.labels
+        in_vals, out_vals = in_t.value_set or (), out_t.value_set or ()
+        mlp = MlpBuilder(op.label_str)
+        if in_t.is_categorical:
+            in_dirs = self.dirs(x)
+            if out_t.is_categorical:
+                for c, out_dir in enumerate(out_dirs):
+                    sources = {in_dirs[i]: 1.0 for i, e in enumerate(table) if e == c}
+                    if sources:
+                        mlp.neuron(out_dir, sources, 0.0, {out_dir: 1.0})
+            else:
+                pos = {in_dirs[i]: float(out_vals[e]) for i, e in enumerate(table) if out_vals[e] > 0}
+                neg = {in_dirs[i]: -float(out_vals[e]) for i, e in enumerate(table) if out_vals[e] < 0}
+                if pos:
+                    mlp.neuron("+", pos, 0.0, {out_dirs[0]: 1.0})
+                if neg:
+                    mlp.neuron("-", neg, 0.0, {out_dirs[0]: -1.0})
+        else:
+            if not in_vals:
+                raise self.fail(op, "numerical input has no finite value set to discretise")
+            x_dir = self.dirs(x)[0]
+            if out_t.is_categorical:
+                outputs = [{} if e < 0 else {out_dirs[e]: 1.0} for e in table]
+            else:
+                outputs = [{out_dirs[0]: float(out_vals[e])} for e in table]
+            discretising_mlp(mlp, x_dir, [float(v) for v in in_vals], outputs)
+        self.mlp(mlp, [x], out_space, op.results[0])
+
+    def lower_sequence_map(self, op: R.SequenceMapOp) -> None:
+        a_t, b_t, out_t = R.sop_type(op.fst), R.sop_type(op.snd), R.sop_type(op.res)
+        if not (a_t.is_categorical and b_t.is_categorical):
+            raise self.fail(op, "sequence_map operands must be categorical (run discretise-numerical-operands)")
+        if op.fst == op.snd:  # f(x, x): a lookup on the diagonal
+            n = len(a_t.value_set or ())
+            self.lookup_mlp(op, op.fst, a_t, [table_values(op.table)[i * n + i] for i in range(n)])
+            return
+        x, y = self.map[op.fst], self.map[op.snd]
+        a_dirs, b_dirs = self.dirs(x), self.dirs(y)
+        out_space = craft_type(op.label_str, out_t)
+        out_dirs = out_space.labels
+        out_vals = out_t.value_set or ()
+        table = table_values(op.table)
+        na, nb = len(a_dirs), len(b_dirs)
+
+        def output_of(e: int) -> tuple[str, float] | None:
+            if e < 0:
+                return None
+            if out_t.is_categorical:
+                return (out_dirs[e], 1.0)
+            v = float(out_vals[e])
+            return None if v == 0.0 else (out_dirs[0], v)
+
+        # Group by (row value, output) or (column value, output), whichever needs fewer neurons.
+        by_row: dict[tuple[int, tuple[str, float]], list[int]] = {}
+        by_col: dict[tuple[int, tuple[str, float]], list[int]] = {}
+        for i in range(na):
+            for j in range(nb):
+                out = output_of(table[i * nb + j])
+                if out is not None:
+                    by_row.setdefault((i, out), []).append(j)
+                    by_col.setdefault((j, out), []).append(i)
+        mlp = MlpBuilder(op.label_str)
+        if len(by_row) <= len(by_col):
+            for (i, (d, v)), js in by_row.items():
+                mlp.neuron(f"{a_dirs[i]}->{d}", {a_dirs[i]: 1.0, **{b_dirs[j]: 1.0 for j in js}}, -1.0, {d: v})
+        else:
+            for (j, (d, v)), is_ in by_col.items():
+                mlp.neuron(f"{b_dirs[j]}->{d}", {b_dirs[j]: 1.0, **{a_dirs[i]: 1.0 for i in is_}}, -1.0, {d: v})
+        self.mlp(mlp, [x, y], out_space, op.res)
+
+    def lower_linear_sequence_map(self, op: R.LinearSequenceMapOp) -> None:
+        x, y = self.map[op.fst], self.map[op.snd]
+        out_space = craft_type(op.label_str, R.sop_type(op.res))
+        out_dir = out_space.labels[0]
+        factors: dict[str, float] = {}
+        signs: dict[str, tuple[bool, bool]] = {}
+        for value, fac in ((op.fst, op.fst_fac.value.data), (op.snd, op.snd_fac.value.data)):
+            d = self.dirs(self.map[value])[0]
+            factors[d] = factors.get(d, 0.0) + fac
+            vals = R.sop_type(value).value_set
+            signs[d] = (vals is None or any(v > 0 for v in vals), vals is None or any(v < 0 for v in vals))
+        mlp = MlpBuilder(op.label_str)
+        for d, fac in factors.items():
+            can_pos, can_neg = signs[d]
+            if can_pos:
+                mlp.neuron(f"+{d}", {d: 1.0}, 0.0, {out_dir: fac})
+            if can_neg:
+                mlp.neuron(f"-{d}", {d: -1.0}, 0.0, {out_dir: -fac})
+        self.mlp(mlp, [x] if x is y else [x, y], out_space, op.res)
+
+    # -- attention -------------------------------------------------------
+    def selector_scores(self, user: R.RaspOp, selector: SSAValue) -> tuple[Weights, list[SSAValue], list[SSAValue], int]:
+        """w_qk in units of 'one true predicate', and the query/key spaces it reads."""
+        if not is_conjunction(selector):
+            raise self.fail(user, "selector is not a conjunction of selects (run product-selectors first)")
+        w_qk: Weights = {}
+        queries: list[SSAValue] = []
+        keys: list[SSAValue] = []
+        leaves = selector_leaves(selector)
+        for leaf in leaves:
+            q, k = self.map[leaf.queries], self.map[leaf.keys]
+            q_dirs, k_dirs = self.dirs(q), self.dirs(k)
+            t = table_values(leaf.table)
+            nk = len(k_dirs)
+            for qi, qd in enumerate(q_dirs):
+                for ki, kd in enumerate(k_dirs):
+                    if t[qi * nk + ki]:
+                        w_qk[(qd, kd)] = w_qk.get((qd, kd), 0.0) + 1.0
+            queries += [q] if q not in queries else []
+            keys += [k] if k not in keys else []
+        return w_qk, queries, keys, len(leaves)
+
+    def attention(
+        self, user: R.RaspOp, selector: SSAValue, bos_level: float, values: list[SSAValue],
+        w_ov: Weights, bos_value: dict[str, float], out_t: Attribute, label: str, rasp_result: SSAValue | None,
+    ) -> SSAValue:
+        w_qk, queries, keys, _ = self.selector_scores(user, selector)
+        # Keys at BOS may hold a head's default: cancel what they add to the BOS score.
+        key_bos = self.bos_of(keys)
+        for qd in sorted({qd for qd, _ in w_qk}):
+            extra = sum(w * key_bos.get(kd, 0.0) for (q, kd), w in w_qk.items() if q == qd)
+            if extra:
+                w_qk[(qd, "bos")] = w_qk.get((qd, "bos"), 0.0) - extra
+        w_qk[("one", "bos")] = w_qk.get(("one", "bos"), 0.0) + bos_level
+        # The BOS value must be exactly `bos_value`: cancel what the value spaces hold at BOS.
+        val_bos = self.bos_of(values)
+        w_ov = dict(w_ov)
+        out_at_bos: dict[str, float] = {}
+        for (vd, od), w in w_ov.items():
+            out_at_bos[od] = out_at_bos.get(od, 0.0) + w * val_bos.get(vd, 0.0)
+        for od in set(out_at_bos) | set(bos_value):
+            fix = bos_value.get(od, 0.0) - out_at_bos.get(od, 0.0)
+            if fix:
+                w_ov[("bos", od)] = w_ov.get(("bos", od), 0.0) + fix
+        qs = queries + ([self.one] if self.one not in queries else [])
+        ks = keys + ([self.bos] if self.bos not in keys else [])
+        vs = list(values)
+        if any(vd == "bos" for vd, _ in w_ov) and self.bos not in vs:
+            vs.append(self.bos)
+        head = C.AttentionHeadOp(qs, ks, vs, out_t, label, w_qk, w_ov, self.scale)
+        return self.emit(head, rasp_result, {k: v for k, v in bos_value.items() if v})
+
+    def lower_aggregate(self, op: R.AggregateOp) -> None:
+        res_t = R.sop_type(op.res)
+        src = self.map[op.sop]
+        out_space = craft_type(op.label_str, res_t)
+        out_dirs = out_space.labels
+        n_leaves = len(selector_leaves(op.selector)) if is_conjunction(op.selector) else 1
+        default = op.default.data
+        if res_t.is_categorical:
+            res_index = {v: i for i, v in enumerate(res_t.value_set or ())}
+            src_vals = R.sop_type(op.sop).value_set or ()
+            src_dirs = self.dirs(src)
+            w_ov = {(src_dirs[i], out_dirs[res_index[v]]): 1.0 for i, v in enumerate(src_vals)}
+            bos_value = {} if default is None else {out_dirs[res_index[default]]: 1.0}
+        else:
+            w_ov = {(self.dirs(src)[0], out_dirs[0]): 1.0}
+            bos_value = {out_dirs[0]: float(default)} if default else {}
+        self.attention(op, op.selector, n_leaves - 0.5, [src], w_ov, bos_value, out_space, op.label_str, op.res)
+
+    def lower_selector_width(self, op: R.SelectorWidthOp) -> None:
+        res_t = R.sop_type(op.res)
+        widths = [int(w) for w in (res_t.value_set or range(self.max_seq_len + 1))]
+        n_leaves = len(selector_leaves(op.selector)) if is_conjunction(op.selector) else 1
+        share_label = f"{op.label_str}.bos_share"
+        share_t = C.NumericalSpaceType(share_label)
+        share = self.attention(op, op.selector, float(n_leaves), [self.bos], {("bos", share_label): 1.0},
+                               {share_label: 1.0}, share_t, op.label_str + ".attn", None)
+        share.name_hint = (op.res.name_hint or "width") + "_share"
+        out_space = craft_type(op.label_str, res_t)
+        out_dirs = out_space.labels
+        # BOS gets 1/(w+1) of the attention; ascending shares are descending widths.
+        points = sorted(((1.0 / (w + 1), w) for w in widths))
+        if res_t.is_categorical:
+            index = {v: i for i, v in enumerate(res_t.value_set or ())}
+            outputs = [{out_dirs[index[w]]: 1.0} for _, w in points]
+        else:
+            outputs = [{out_dirs[0]: float(w)} for _, w in points]
+        mlp = MlpBuilder(op.label_str)
+        discretising_mlp(mlp, share_label, [p for p, _ in points], outputs)
+        self.mlp(mlp, [share], out_space, op.res)
+
+
+@dataclass(frozen=True)
+class LowerRaspToCraftPass(ModulePass):
+    """Replaces every rasp op by craft blocks (see the module docstring for the constructions)."""
+
+    name = "lower-rasp-to-craft"
+    leak: float = 1e-9
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        lowering = _Lowering(op, self.leak)
+        old = list(op.ops)
+        for rasp_op in old:
+            lowering.lower(rasp_op)
+        for o in reversed(old):
+            o.detach()
+            o.drop_all_references()
+        op.body.block.add_ops(lowering.new_ops)
+        remaining = [o.name for o in op.walk() if o.name.startswith("rasp.")]
+        assert not remaining, remaining
+        op.attributes["raspc.output_values"] = _output_values(old)
+
+
+def _output_values(old_ops: list[Operation]) -> Attribute:
+    out = next(o for o in old_ops if isinstance(o, R.OutputOp))
+    t = R.sop_type(out.inp)
+    return R.ValuesAttr(t.value_set or ())

@@ -1,0 +1,105 @@
+"""The public, Tracr-compatible API: `compile_rasp_to_model` and `CompiledModel`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from xdsl.dialects.builtin import ModuleOp
+
+from raspc import rasp
+from raspc.compiler import DEFAULT_PIPELINE, compile_program
+from raspc.errors import PipelineError
+from raspc.runtime import OnnxModel
+
+
+@dataclass
+class ModelOutput:
+    """What `CompiledModel.apply` returns; `decoded` has Tracr's shape: BOS first, then one value per token."""
+
+    decoded: list[Any]
+    output: np.ndarray
+    residual: np.ndarray
+
+
+class CompiledModel:
+    """A compiled RASP program: its IR at every level, the ONNX model, and an onnxruntime session."""
+
+    def __init__(self, module: ModuleOp, ir: dict[str, str], program: rasp.SOp | None = None):
+        from raspc.lowering.tensor_to_onnx import tensor_to_onnx
+
+        self.module = module
+        self._ir = ir
+        self.program = program
+        self.onnx_model: onnx.ModelProto = tensor_to_onnx(module)
+        self.runtime = OnnxModel.load(self.onnx_model.SerializeToString())
+
+    # -- inspection ------------------------------------------------------
+    def ir(self, level: str = "tensor") -> str:
+        """IR text at `level`: "rasp" (as traced), "craft" (blocks, layers, layout) or "tensor"."""
+        if level not in self._ir:
+            raise PipelineError(f"no IR at level '{level}'; available: {', '.join(self._ir)}")
+        return self._ir[level]
+
+    @property
+    def residual_labels(self) -> list[str]:
+        return list(self.runtime.residual_labels)
+
+    @property
+    def vocab(self) -> tuple[Any, ...]:
+        return self.runtime.input_vocab
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.runtime.max_seq_len
+
+    @property
+    def output_values(self) -> tuple[Any, ...]:
+        return self.runtime.output_values
+
+    @property
+    def output_encoding(self) -> str:
+        return self.runtime.output_encoding
+
+    # -- running ---------------------------------------------------------
+    def apply(self, seq: Sequence[Any]) -> ModelOutput:
+        """Runs one sequence that starts with the BOS token, e.g. ["BOS", "a", "b"]."""
+        ids = np.array([self.runtime.encode(seq)], dtype=np.int64)
+        output, residual = self.runtime.run_ids(ids)
+        return ModelOutput(decoded=self.runtime.decode(output[0]), output=output[0], residual=residual[0])
+
+    def apply_batch(self, seqs: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """Runs sequences of mixed lengths in one padded, masked batch; returns decoded lists."""
+        return self.runtime.apply_batch(seqs)
+
+    def save_onnx(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "wb") as f:
+            f.write(self.onnx_model.SerializeToString())
+
+
+def compile_rasp_to_model(
+    program: rasp.SOp,
+    vocab: Sequence[Any] | set[Any],
+    max_seq_len: int,
+    causal: bool = False,
+    compiler_bos: Any = "BOS",
+    compiler_pad: Any = "PAD",
+    mlp_exactness: int | None = None,
+    *,
+    pipeline: str = DEFAULT_PIPELINE,
+) -> CompiledModel:
+    """Compiles a RASP program to a transformer (Tracr's signature; `mlp_exactness` is accepted and
+    ignored: raspc's MLPs are exact by construction). A set vocabulary is sorted for determinism."""
+    del mlp_exactness
+    if isinstance(vocab, (set, frozenset)):
+        from raspc.values import sorted_values
+
+        vocab = list(sorted_values(vocab))
+    module, ir = compile_program(
+        program, vocab, max_seq_len, compiler_bos=compiler_bos, compiler_pad=compiler_pad, causal=causal,
+        pipeline=pipeline,
+    )
+    return CompiledModel(module, ir, program)
