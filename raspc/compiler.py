@@ -16,7 +16,7 @@ from xdsl.utils.exceptions import VerifyException
 from raspc import rasp
 from raspc.errors import IRError, PipelineError, RaspcError
 
-RASP_PIPELINE = "combine-selectors,product-selectors,discretise-numerical-operands,cse,dce"
+RASP_PIPELINE = "check-causal,combine-selectors,product-selectors,discretise-numerical-operands,cse,dce"
 CRAFT_PIPELINE = "lower-rasp-to-craft,allocate-layers,layout-residual"
 TENSOR_PIPELINE = "lower-craft-to-tensor"
 DEFAULT_PIPELINE = ",".join([RASP_PIPELINE, CRAFT_PIPELINE, TENSOR_PIPELINE])
@@ -33,6 +33,7 @@ def _rasp_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         return load
 
     return {
+        "check-causal": lazy("raspc.passes.check_causal", "CheckCausalPass"),
         "combine-selectors": lazy("raspc.passes.combine_selectors", "CombineSelectorsPass"),
         "product-selectors": lazy("raspc.passes.product_selectors", "ProductSelectorsPass"),
         "discretise-numerical-operands": lazy("raspc.passes.discretise_numerical", "DiscretiseNumericalOperandsPass"),

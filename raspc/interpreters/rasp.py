@@ -48,13 +48,18 @@ class RaspInterpreter:
         n = lengths.pop()
         if n > self.max_seq_len:
             raise InputError(f"sequence of length {n} is longer than max_seq_len {self.max_seq_len}")
+        env = self.evaluate_all(batch)
+        return self._decode(self.output, env[self.output])
+
+    def evaluate_all(self, batch: Sequence[Sequence[Any]]) -> dict[SSAValue, np.ndarray]:
+        """Every op's value on a batch of equal-length inputs (value indices for categorical s-ops)."""
+        n = len(batch[0])
         env: dict[SSAValue, np.ndarray] = {}
-        tok_index = {v: i for i, v in enumerate(R.SOpType("categorical", self.vocab).value_set or ())}
         for op in self.module.ops:
-            env_out = self._run_op(op, env, batch, n, tok_index)
+            env_out = self._run_op(op, env, batch, n)
             if env_out is not None:
                 env[op.results[0]] = env_out
-        return self._decode(self.output, env[self.output])
+        return env
 
     def _decode(self, v: SSAValue, arr: np.ndarray) -> list[list[Any]]:
         t = R.sop_type(v)
@@ -63,7 +68,7 @@ class RaspInterpreter:
             return [[None if i < 0 else vals[i] for i in row] for row in arr.tolist()]
         return [[_clean_number(x) for x in row] for row in arr.tolist()]
 
-    def _run_op(self, op, env, batch, n, tok_index) -> np.ndarray | None:  # noqa: C901 - one case per op
+    def _run_op(self, op, env, batch, n) -> np.ndarray | None:  # noqa: C901 - one case per op
         B = len(batch)
         match op:
             case R.TokensOp():

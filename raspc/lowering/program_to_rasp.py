@@ -26,7 +26,6 @@ from raspc.values import sorted_values
 MAX_CATEGORICAL_VALUES = 5_000
 MAX_NUMERICAL_VALUES = 50_000
 
-_DEFAULT_NAMES = {name for _, name in rasp._default_name_by_class}
 _SSA_NAME = re.compile(r"[^A-Za-z0-9_.$-]")
 
 
@@ -46,7 +45,7 @@ def _labels(exprs: Sequence[rasp.RASPExpr]) -> dict[int, str]:
         if isinstance(e, (rasp.TokensType, rasp.IndicesType)):
             out[id(e)] = e.label  # every copy of tokens/indices is the same embedding
             continue
-        base = e.label if e.name in _DEFAULT_NAMES else e.name
+        base = e.label if e.name == rasp.default_name(e) else e.name
         label, k = base, 1
         while label in used:
             k += 1
@@ -87,7 +86,8 @@ class _Tracer:
         self.ops: list[Operation] = []
         self.values: dict[int, SSAValue] = {}
         self.labels: dict[int, str] = {}
-        self._length: SSAValue | None = None
+        # s-ops that can be None at some position (a categorical None is "no direction active")
+        self.maybe_none: set[int] = set()
 
     # -- helpers ---------------------------------------------------------
     def fail(self, expr: rasp.RASPExpr, message: str, cls: type[CompileError] = UnsupportedError) -> CompileError:
@@ -157,6 +157,34 @@ class _Tracer:
 
     # -- s-ops -----------------------------------------------------------
     def trace(self, expr: rasp.RASPExpr) -> None:
+        self._trace(expr)
+        if self._can_be_none(expr):
+            if isinstance(expr, rasp.SOp) and rasp.is_numerical(expr):
+                raise self.fail(expr, "a numerical s-op cannot be None (it is one number per position)")
+            self.maybe_none.add(id(expr))
+
+    def _can_be_none(self, expr: rasp.RASPExpr) -> bool:
+        if isinstance(expr, rasp.Full):
+            return expr.fill is None
+        if isinstance(expr, rasp.ConstantSOp):
+            return any(v is None for v in expr.value)
+        if isinstance(expr, (rasp.Map, rasp.SequenceMap)) and not isinstance(expr, rasp.LinearSequenceMap):
+            inputs = [expr.inner] if isinstance(expr, rasp.Map) else [expr.fst, expr.snd]
+            none_in = [i for i in inputs if id(i) in self.maybe_none]
+            if none_in and rasp.is_numerical(expr):
+                raise self.fail(
+                    expr,
+                    f"input '{self.labels[id(none_in[0])]}' can be None, and a numerical result cannot represent "
+                    "the None the evaluator gives there; give that s-op a default (e.g. Aggregate(..., default=0))",
+                )
+            table = self.values[id(expr)].owner.table  # type: ignore[union-attr]
+            return bool(none_in) or -1 in R.table_values(table)
+        if isinstance(expr, rasp.Aggregate):
+            empty = expr.default is None and not _never_empty(expr.selector)
+            return empty or id(expr.sop) in self.maybe_none
+        return False
+
+    def _trace(self, expr: rasp.RASPExpr) -> None:
         label, src = self.labels[id(expr)], self.src(expr)
         if isinstance(expr, rasp.TokensType):
             if rasp.is_numerical(expr):
@@ -278,6 +306,15 @@ class _Tracer:
         low = 1 if _always_selects_self(expr.selector) else 0
         t = self.make_type(expr, range(low, self.max_seq_len + 1))
         self.emit(expr, R.SelectorWidthOp(self.values[id(expr.selector)], t, label, src))
+
+
+def _never_empty(sel: rasp.Selector) -> bool:
+    """True when every query provably selects at least one key."""
+    if isinstance(sel, rasp.Select) and sel.predicate is rasp.Comparison.TRUE:
+        return True
+    if isinstance(sel, rasp.SelectorOr):
+        return _never_empty(sel.fst) or _never_empty(sel.snd)
+    return _always_selects_self(sel)
 
 
 def _always_selects_self(sel: rasp.Selector) -> bool:
