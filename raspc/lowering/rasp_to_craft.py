@@ -28,6 +28,7 @@ the weight that leaks to at most max_seq_len+1 other keys is below `leak` (defau
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -109,24 +110,31 @@ class MlpBuilder:
         return self.hidden, self.w_in, self.b_in, self.w_out, uses_gate
 
 
-def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: dict[str, float], tag: str) -> None:
+def _rational(x: float) -> Fraction:
+    """The simple fraction a float came from (1/3 for 0.333...), so weights print as 30.0, not 29.99..."""
+    simple = Fraction(x).limit_denominator(1_000_000)
+    return simple if abs(float(simple) - x) <= 1e-12 * max(1.0, abs(x)) else Fraction(x)
+
+
+def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: Fraction, hi: Fraction, delta_out: dict[str, float], tag: str) -> None:
     """Adds delta_out * clamp((x - lo) / (hi - lo), 0, 1): 0 at x <= lo, delta_out at x >= hi."""
-    width = hi - lo
-    mlp.neuron(f"{tag}>", {x_dir: 1.0 / width}, -lo / width, dict(delta_out))
-    mlp.neuron(f"{tag}<", {x_dir: 1.0 / width}, -hi / width, {k: -v for k, v in delta_out.items()})
+    slope = 1 / (hi - lo)
+    mlp.neuron(f"{tag}>", {x_dir: float(slope)}, float(-lo * slope), dict(delta_out))
+    mlp.neuron(f"{tag}<", {x_dir: float(slope)}, float(-hi * slope), {k: -v for k, v in delta_out.items()})
 
 
 def discretising_mlp(
     mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[dict[str, float]]
 ) -> None:
     """An MLP equal to outputs[i] at x = xs[i] (xs ascending): base + a ramp wherever the output changes."""
+    points = [_rational(float(x)) for x in xs]
     mlp.add_output_bias(outputs[0])
-    for i in range(len(xs) - 1):
+    for i in range(len(points) - 1):
         before, after = outputs[i], outputs[i + 1]
         delta = {d: after.get(d, 0.0) - before.get(d, 0.0) for d in set(before) | set(after)}
         delta = {d: v for d, v in sorted(delta.items()) if v != 0.0}
         if delta:
-            _step_neurons(mlp, x_dir, float(xs[i]), float(xs[i + 1]), delta, f"{i}")
+            _step_neurons(mlp, x_dir, points[i], points[i + 1], delta, f"{i}")
 
 
 # --------------------------------------------------------------------------- the lowering
