@@ -158,18 +158,28 @@ def compile_program(
     compiler_pad: Any = "PAD",
     causal: bool = False,
     pipeline: str = DEFAULT_PIPELINE,
+    verify: bool = False,
 ) -> tuple[ModuleOp, dict[str, str]]:
     """Front end + `pipeline`. Returns the final module and the IR text at each level it passed:
-    "rasp" is the traced program, "craft" and "tensor" the last module seen at those levels."""
+    "rasp" is the traced program, "craft" and "tensor" the last module seen at those levels.
+    With `verify`, every pass's output is run on random inputs and compared with the evaluator."""
     from raspc.lowering.program_to_rasp import program_to_rasp
 
     module = program_to_rasp(program, vocab, max_seq_len, compiler_bos, compiler_pad, causal)
     ir = {"rasp": str(module)}
+    check = None
+    if verify:
+        from raspc.verification import make_checker
+
+        check = make_checker(program, list(vocab), max_seq_len)
+        check("program-to-rasp", module)
 
     def record(name: str, mod: ModuleOp) -> None:
         level = level_of(mod)
         if level != "rasp":
             ir[level] = str(mod)
+        if check is not None:
+            check(name, mod)
 
     run_pipeline(module, pipeline, on_pass=record)
     return module, ir

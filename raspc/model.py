@@ -90,9 +90,11 @@ def compile_rasp_to_model(
     mlp_exactness: int | None = None,
     *,
     pipeline: str = DEFAULT_PIPELINE,
+    verify: bool = False,
 ) -> CompiledModel:
     """Compiles a RASP program to a transformer (Tracr's signature; `mlp_exactness` is accepted and
-    ignored: raspc's MLPs are exact by construction). A set vocabulary is sorted for determinism."""
+    ignored: raspc's MLPs are exact by construction). A set vocabulary is sorted for determinism.
+    `verify=True` checks after every pass, on random inputs, that the IR still computes the program."""
     del mlp_exactness
     if isinstance(vocab, (set, frozenset)):
         from raspc.values import sorted_values
@@ -100,6 +102,6 @@ def compile_rasp_to_model(
         vocab = list(sorted_values(vocab))
     module, ir = compile_program(
         program, vocab, max_seq_len, compiler_bos=compiler_bos, compiler_pad=compiler_pad, causal=causal,
-        pipeline=pipeline,
+        pipeline=pipeline, verify=verify,
     )
     return CompiledModel(module, ir, program)
