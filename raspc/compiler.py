@@ -16,7 +16,7 @@ from xdsl.utils.exceptions import VerifyException
 from raspc import rasp
 from raspc.errors import IRError, PipelineError, RaspcError
 
-RASP_PIPELINE = "check-causal,combine-selectors,product-selectors,discretise-numerical-operands,cse,dce"
+RASP_PIPELINE = "check-causal,combine-selectors,product-selectors,discretise-numerical-operands,fuse-maps,cse,dce"
 CRAFT_PIPELINE = "lower-rasp-to-craft,allocate-layers,layout-residual"
 TENSOR_PIPELINE = "lower-craft-to-tensor"
 DEFAULT_PIPELINE = ",".join([RASP_PIPELINE, CRAFT_PIPELINE, TENSOR_PIPELINE])
@@ -37,6 +37,7 @@ def _rasp_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "combine-selectors": lazy("raspc.passes.combine_selectors", "CombineSelectorsPass"),
         "product-selectors": lazy("raspc.passes.product_selectors", "ProductSelectorsPass"),
         "discretise-numerical-operands": lazy("raspc.passes.discretise_numerical", "DiscretiseNumericalOperandsPass"),
+        "fuse-maps": lazy("raspc.passes.fuse_maps", "FuseMapsPass"),
         "lower-rasp-to-craft": lazy("raspc.lowering.rasp_to_craft", "LowerRaspToCraftPass"),
         "allocate-layers": lazy("raspc.passes.allocate_layers", "AllocateLayersPass"),
         "layout-residual": lazy("raspc.passes.layout_residual", "LayoutResidualPass"),
