@@ -160,14 +160,14 @@ def compile_program(
     causal: bool = False,
     pipeline: str = DEFAULT_PIPELINE,
     verify: bool = False,
-) -> tuple[ModuleOp, dict[str, str]]:
+) -> tuple[ModuleOp, "LevelDumps"]:
     """Front end + `pipeline`. Returns the final module and the IR text at each level it passed:
     "rasp" is the traced program, "craft" and "tensor" the last module seen at those levels.
     With `verify`, every pass's output is run on random inputs and compared with the evaluator."""
     from raspc.lowering.program_to_rasp import program_to_rasp
 
     module = program_to_rasp(program, vocab, max_seq_len, compiler_bos, compiler_pad, causal)
-    ir = {"rasp": str(module)}
+    snapshots = {"rasp": module.clone()}
     check = None
     if verify:
         from raspc.verification import make_checker
@@ -178,9 +178,52 @@ def compile_program(
     def record(name: str, mod: ModuleOp) -> None:
         level = level_of(mod)
         if level != "rasp":
-            ir[level] = str(mod)
+            snapshots[level] = mod.clone()  # cheap: attributes are shared; printed only on demand
         if check is not None:
             check(name, mod)
 
     run_pipeline(module, pipeline, on_pass=record)
-    return module, ir
+    return module, LevelDumps(snapshots)
+
+
+class LevelDumps(dict):
+    """IR text per level, printed the first time it is asked for."""
+
+    def __init__(self, snapshots: dict[str, ModuleOp]):
+        super().__init__()
+        self._snapshots = snapshots
+
+    def __contains__(self, level: object) -> bool:
+        return level in self._snapshots
+
+    def __iter__(self):
+        return iter(self._snapshots)
+
+    def keys(self):  # type: ignore[override]
+        return self._snapshots.keys()
+
+    def __getitem__(self, level: str) -> str:
+        if not super().__contains__(level):
+            super().__setitem__(level, str(self._snapshots[level]))
+        return super().__getitem__(level)
+
+
+def elide_dense(text: str, max_chars: int = 64) -> str:
+    """For reading only (like mlir-opt's --mlir-elide-elementsattrs-if-larger): long `dense<...>`
+    literals become `dense<...>` with their size kept in the type. The result does not parse."""
+    out, i = [], 0
+    while True:
+        j = text.find("dense<", i)
+        if j < 0:
+            out.append(text[i:])
+            return "".join(out)
+        depth, k = 0, j + len("dense")
+        while k < len(text):
+            depth += {"<": 1, ">": -1}.get(text[k], 0)
+            k += 1
+            if depth == 0:
+                break
+        literal = text[j:k]
+        out.append(text[i:j])
+        out.append(literal if len(literal) <= max_chars else "dense<...>")
+        i = k

@@ -329,8 +329,18 @@ def _sequence(model: Any, texts: Sequence[str]) -> list[Any]:
     return seq
 
 
+def _short(v: Any) -> Any:
+    """Numerical outputs are float32: print the shortest decimal that reads back as that float32."""
+    if isinstance(v, float):
+        import numpy as np
+
+        return float(str(np.float32(v)))
+    return v
+
+
 def _format_values(values: Sequence[Any]) -> str:
-    return repr(list(values))
+    """Python repr of the values: [2, 1, 2], ['a', None], [1.0, 0.6666667]."""
+    return repr([_short(v) for v in values])
 
 
 def _residual_table(model: Any, seq: Sequence[Any], residual: Any) -> str:
@@ -459,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pass pipeline replacing the default one (see `raspc passes`); for an IR --emit, "
                    "the pipeline stops before the first pass that lowers below that level")
     c.add_argument("-o", "--output", metavar="FILE", help="output file (required for --emit onnx)")
-    c.set_defaults(func=cmd_compile)
+    c.set_defaults(func=cmd_compile, subparser=c)
 
     r = sub.add_parser(
         "run",
@@ -471,12 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("tokens", metavar="TOKEN", nargs="*", help="input tokens")
     r.add_argument("--residual", action="store_true", help="also print the residual stream (labels x positions)")
     r.add_argument("--batch", metavar="FILE", help="run every line of FILE (space-separated tokens) in one batch")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, subparser=r)
 
     p = sub.add_parser("passes", help="list the registered passes and the default pipeline")
-    p.set_defaults(func=cmd_passes)
+    p.set_defaults(func=cmd_passes, subparser=p)
     lb = sub.add_parser("lib", help="list the library programs usable as lib:NAME")
-    lb.set_defaults(func=cmd_lib)
+    lb.set_defaults(func=cmd_lib, subparser=lb)
     return parser
 
 
@@ -484,12 +494,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run" and args.batch is None and not args.tokens:
-        parser.error("run: give at least one TOKEN, or --batch FILE")
+        args.subparser.error("give at least one TOKEN, or --batch FILE")
     if os.environ.get("RASPC_DEBUG") == "1":
-        args.func(args, parser)
+        args.func(args, args.subparser)
         return
     try:
-        args.func(args, parser)
+        args.func(args, args.subparser)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -504,7 +514,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         from xdsl.utils.exceptions import ArgSpecParseError, ParseError
 
         if isinstance(exc, ArgSpecParseError):
-            _fail(f"bad pipeline: {one_line(str(exc))}")
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            where = f"{lines[1]}: " if len(lines) > 2 else ""
+            _fail(f"bad pipeline '{getattr(args, 'pipeline', '')}': {where}{lines[-1] if lines else exc}")
         if isinstance(exc, ParseError):
             _fail(describe_exception(exc))
         if isinstance(exc, OSError):

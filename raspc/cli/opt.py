@@ -95,7 +95,7 @@ class RaspcOptMain(xDSLOptMain):
             others = len(set(self.available_passes) - set(available_passes()))
             names = ", ".join(f"'{n}'" for n in unknown)
             raise PipelineError(
-                f"unknown pass {names}; raspc passes: {ours}; plus {others} upstream xDSL passes "
+                f"unknown pass{'es' if len(unknown) > 1 else ''} {names}; raspc passes: {ours}; plus {others} upstream xDSL passes "
                 f"(raspc-opt --help lists them all)"
             )
         try:

@@ -127,14 +127,15 @@ def discretising_mlp(
     mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[dict[str, float]]
 ) -> None:
     """An MLP equal to outputs[i] at x = xs[i] (xs ascending): base + a ramp wherever the output changes."""
-    points = [_rational(float(x)) for x in xs]
     mlp.add_output_bias(outputs[0])
-    for i in range(len(points) - 1):
+    for i in range(len(xs) - 1):
         before, after = outputs[i], outputs[i + 1]
+        if before == after:
+            continue
         delta = {d: after.get(d, 0.0) - before.get(d, 0.0) for d in set(before) | set(after)}
         delta = {d: v for d, v in sorted(delta.items()) if v != 0.0}
         if delta:
-            _step_neurons(mlp, x_dir, points[i], points[i + 1], delta, f"{i}")
+            _step_neurons(mlp, x_dir, _rational(float(xs[i])), _rational(float(xs[i + 1])), delta, f"{i}")
 
 
 # --------------------------------------------------------------------------- the lowering
