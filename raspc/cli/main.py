@@ -346,7 +346,9 @@ def _format_values(values: Sequence[Any]) -> str:
 def _residual_table(model: Any, seq: Sequence[Any], residual: Any) -> str:
     labels = list(model.residual_labels)
     heads = ["label", *[f"{i}:{tok}" for i, tok in enumerate(seq)]]
-    rows = [[lab, *[f"{float(residual[pos, d]):.3f}" for pos in range(len(seq))]] for d, lab in enumerate(labels)]
+    rows = [
+        [lab, *[f"{float(residual[pos, d]):.3f}" for pos in range(len(seq))]] for d, lab in enumerate(labels)
+    ]
     widths = [max(len(r[c]) for r in [heads, *rows]) for c in range(len(heads))]
     lines = []
     for r in [heads, *rows]:
@@ -440,6 +442,25 @@ def cmd_lib(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         print(line)
 
 
+def cmd_circuits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from raspc.analysis.circuits import Circuits
+
+    if not os.path.exists(args.model):
+        _fail(f"{args.model}: no such file")
+    circuits = Circuits.from_onnx(args.model)
+    if args.head:
+        try:
+            h = circuits.head(args.head)
+        except KeyError as exc:
+            _fail(str(exc.args[0]))
+        print(f"head {h.name}: QK circuit (query direction -> key direction)")
+        print(circuits.qk_circuit(h.name).to_text(limit=args.limit))
+        print(f"head {h.name}: OV circuit (key direction -> written direction)")
+        print(circuits.ov_circuit(h.name).to_text(limit=args.limit))
+    else:
+        print(circuits.report())
+
+
 # --------------------------------------------------------------------------- argument parser
 
 
@@ -460,11 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("source", metavar="SOURCE", help="lib:NAME | path/to/file.py:FUNCTION | path/to/file.mlir")
     c.add_argument("--vocab", help="comma-separated input tokens, e.g. a,b,c (integers become ints); "
                    "required unless SOURCE is .mlir")
-    c.add_argument("--max-seq-len", type=int, help="longest input (BOS not counted); required unless SOURCE is .mlir")
+    c.add_argument("--max-seq-len", type=int,
+                   help="longest input (BOS not counted); required unless SOURCE is .mlir")
     c.add_argument("--bos", help="BOS token (default BOS)")
     c.add_argument("--pad", help="PAD token (default PAD)")
-    c.add_argument("--causal", action="store_true", default=False, help="compile a causal (decoder-masked) model")
-    c.add_argument("--emit", choices=EMIT_CHOICES, help="output level (default: onnx if -o ends in .onnx, else rasp)")
+    c.add_argument("--causal", action="store_true", default=False,
+                   help="compile a causal (decoder-masked) model")
+    c.add_argument("--emit", choices=EMIT_CHOICES,
+                   help="output level (default: onnx if -o ends in .onnx, else rasp)")
     c.add_argument("-p", "--pipeline", metavar="PIPELINE", default=None,
                    help="pass pipeline replacing the default one (see `raspc passes`); for an IR --emit, "
                    "the pipeline stops before the first pass that lowers below that level")
@@ -479,12 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("model", metavar="MODEL.onnx")
     r.add_argument("tokens", metavar="TOKEN", nargs="*", help="input tokens")
-    r.add_argument("--residual", action="store_true", help="also print the residual stream (labels x positions)")
-    r.add_argument("--batch", metavar="FILE", help="run every line of FILE (space-separated tokens) in one batch")
+    r.add_argument("--residual", action="store_true",
+                   help="also print the residual stream (labels x positions)")
+    r.add_argument("--batch", metavar="FILE",
+                   help="run every line of FILE (space-separated tokens) in one batch")
     r.set_defaults(func=cmd_run, subparser=r)
 
     p = sub.add_parser("passes", help="list the registered passes and the default pipeline")
     p.set_defaults(func=cmd_passes, subparser=p)
+    ci = sub.add_parser(
+        "circuits",
+        help="QK/OV circuits and composition scores of an exported model, in the labelled bases",
+    )
+    ci.add_argument("model", metavar="MODEL.onnx")
+    ci.add_argument("--head", help="only this head (its label, or L<layer>.<label>)")
+    ci.add_argument("--limit", type=int, default=40, help="entries shown per circuit (default 40)")
+    ci.set_defaults(func=cmd_circuits, subparser=ci)
     lb = sub.add_parser("lib", help="list the library programs usable as lib:NAME")
     lb.set_defaults(func=cmd_lib, subparser=lb)
     return parser

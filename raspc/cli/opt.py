@@ -39,6 +39,7 @@ from raspc.compiler import available_passes, dialect_factories
 from raspc.errors import PipelineError, RaspcError
 
 PROG = "raspc-opt"
+DESCRIPTION = "raspc's modular optimizer driver (xdsl-opt with raspc's dialects and passes)"
 
 
 class RaspcOptMain(xDSLOptMain):
@@ -89,14 +90,15 @@ class RaspcOptMain(xDSLOptMain):
                 self.register_pass(name, factory)
 
         # Unknown names: one readable line instead of upstream's ValueError traceback.
-        unknown = [spec.name for spec in parse_pipeline(self.args.passes) if spec.name not in self.available_passes]
+        specs = parse_pipeline(self.args.passes)
+        unknown = [spec.name for spec in specs if spec.name not in self.available_passes]
         if unknown:
             ours = ", ".join(available_passes())
             others = len(set(self.available_passes) - set(available_passes()))
             names = ", ".join(f"'{n}'" for n in unknown)
             raise PipelineError(
-                f"unknown pass{'es' if len(unknown) > 1 else ''} {names}; raspc passes: {ours}; plus {others} upstream xDSL passes "
-                f"(raspc-opt --help lists them all)"
+                f"unknown pass{'es' if len(unknown) > 1 else ''} {names}; raspc passes: {ours}; "
+                f"plus {others} upstream xDSL passes (raspc-opt --help lists them all)"
             )
         try:
             super().setup_pipeline()
@@ -152,15 +154,12 @@ def _fail(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     if os.environ.get("RASPC_DEBUG") == "1":
-        RaspcOptMain(description="raspc's modular optimizer driver (xdsl-opt with raspc's dialects and passes)",
-                     args=argv).run()
+        RaspcOptMain(description=DESCRIPTION, args=argv).run()
         return
     from raspc.cli.main import describe_exception
 
     try:
-        RaspcOptMain(
-            description="raspc's modular optimizer driver (xdsl-opt with raspc's dialects and passes)", args=argv
-        ).run()
+        RaspcOptMain(description=DESCRIPTION, args=argv).run()
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -87,6 +87,8 @@ def _positional(pos: np.ndarray, t, values: list, index: dict[str, int]) -> None
 
 @dataclass(frozen=True)
 class LowerCraftToTensorPass(ModulePass):
+    """Lowers labelled craft blocks to dense per-layer, per-head tensor weights."""
+
     name = "lower-craft-to-tensor"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -418,7 +418,7 @@ class _Lowering:
 
 @dataclass(frozen=True)
 class LowerRaspToCraftPass(ModulePass):
-    """Replaces every rasp op by craft blocks (see the module docstring for the constructions)."""
+    """Lowers every rasp op to craft blocks with exact, labelled weights (constructions: module docstring)."""
 
     name = "lower-rasp-to-craft"
     leak: float = 1e-9

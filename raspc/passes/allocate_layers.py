@@ -30,6 +30,8 @@ def _slot_after(slot: int, attention: bool) -> int:
 
 @dataclass(frozen=True)
 class AllocateLayersPass(ModulePass):
+    """Puts every craft block in the earliest layer its inputs allow."""
+
     name = "allocate-layers"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -71,6 +71,8 @@ class _CausalChecker:
 
 @dataclass(frozen=True)
 class CheckCausalPass(ModulePass):
+    """Refuses a causal compile wherever causal masking would change what the program computes."""
+
     name = "check-causal"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -83,6 +83,8 @@ class MergeSelectsWithSharedOperands(RewritePattern):
 
 @dataclass(frozen=True)
 class CombineSelectorsPass(ModulePass):
+    """Folds selector not/and/or into select tables where keys and queries are shared."""
+
     name = "combine-selectors"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

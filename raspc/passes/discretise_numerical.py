@@ -64,6 +64,8 @@ class CategoricalCopyOfNumericalOperand(RewritePattern):
 
 @dataclass(frozen=True)
 class DiscretiseNumericalOperandsPass(ModulePass):
+    """Gives select and sequence_map categorical copies of their numerical operands."""
+
     name = "discretise-numerical-operands"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -96,6 +96,8 @@ class FuseMapIntoSequenceMap(RewritePattern):
 
 @dataclass(frozen=True)
 class FuseMapsPass(ModulePass):
+    """Composes chains of elementwise tables so they cost one MLP, not one layer each."""
+
     name = "fuse-maps"
     max_growth: int = 2
 

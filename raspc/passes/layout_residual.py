@@ -20,6 +20,8 @@ _FIRST = {"one": 0, "bos": 1, "tokens": 2, "indices": 3}
 
 @dataclass(frozen=True)
 class LayoutResidualPass(ModulePass):
+    """Assigns every residual direction a stable, sorted offset (raspc.residual_labels)."""
+
     name = "layout-residual"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -158,6 +158,8 @@ class ProductOfNonConjunctiveSelector(RewritePattern):
 
 @dataclass(frozen=True)
 class ProductSelectorsPass(ModulePass):
+    """Turns selector trees with `or` into one select over tuple-valued keys and queries."""
+
     name = "product-selectors"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -1,0 +1,925 @@
+"""Random well-typed RASP programs, for property tests (hypothesis) and the fuzz run (seeded `random`).
+
+One generator serves both: it asks a `Chooser` for every decision. `programs()` is the hypothesis
+strategy (its chooser draws from hypothesis, so failures shrink); `generate_program(random.Random(s))`
+is its seeded twin for `benchmarks/fuzz_random_programs.py`.
+
+A generated program is a `GeneratedProgram`: the rasp s-op, its vocabulary (2-4 ints or strings),
+max_seq_len (2-6), a causal flag, and its source as Python (`repr` shows it; `.script()` is an
+executable reproducer). Every random function is a small picklable object with a readable repr
+(`Table`, `Table2`, `Pred`, `Above`, `Affine`, `Pair`), never a lambda.
+
+Coverage (all reachable at every depth up to `max_depth`):
+
+- leaves: tokens, indices, length, Full, ConstantSOp (check_length=True, so only inputs of its
+  length evaluate; `random_inputs` favours those lengths), numerical indices / Full / ConstantSOp;
+- Map: categorical -> categorical (random table, outputs from int/str/bool pools, sometimes None;
+  sometimes simplify=False so maps are not fused), categorical -> numerical (negative outputs
+  too), numerical -> numerical (affine or table), numerical -> categorical (threshold or table);
+- SequenceMap: random tables over the operands' value sets (categorical or numerical result,
+  numerical operands too, sometimes the same operand twice), tuple-valued pairs;
+  LinearSequenceMap on numerical operands (and on categorical numbers);
+- Select with every Comparison (ordering ones only where keys and queries are comparable) or a
+  random predicate table; selector_and / selector_or / selector_not, both the simplifying
+  functions and the raw SelectorAnd / SelectorOr / SelectorNot classes, over selects with shared
+  or different keys and queries;
+- Aggregate: categorical (mostly through "at most one position" selectors Select(indices, q, EQ),
+  optionally and-ed with anything; other selectors too, whose inputs that select several different
+  values are skipped by the checker since the evaluator's mean is not a categorical value) and
+  numerical (mean, default 0 or another number, rarely None);
+- SelectorWidth, categorical and numerical;
+- causal=True for some programs (the compiler must then equal `rasp.evaluate` or refuse).
+
+`check_program` is the property itself, shared by the test and the fuzz script.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Optional, Sequence
+
+from raspc import rasp
+
+try:  # hypothesis is a dependency of raspc, but the fuzz script must not need it to import
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    st = None  # type: ignore[assignment]
+
+CAT, NUM = "categorical", "numerical"
+
+# --------------------------------------------------------------------------- value pools
+
+INT_VOCABS = ([0, 1, 2, 3], [1, 2, 3, 4], [-1, 0, 1, 5])
+STR_VOCABS = (["a", "b", "c", "d"], ["x", "y", "z", "w"])
+INT_POOL = (0, 1, 2, 3, -1)
+STR_POOL = ("x", "y", "z")
+BOOL_POOL = (False, True)
+NUM_POOL = (0, 1, -1, 2, 0.5, -2, 3)
+FACTORS = (1, -1, 2, 0.5, 0, -0.5, 3)
+COMPARISONS = tuple(rasp.Comparison)  # EQ first: shrinks to the simplest
+EQUALITY_COMPARISONS = (rasp.Comparison.EQ, rasp.Comparison.NEQ, rasp.Comparison.TRUE, rasp.Comparison.FALSE)
+
+MAX_TRACKED_VALUES = 400  # past this the generator forgets a numerical value set (and avoids tables on it)
+MAX_TABLE_INPUTS = 48  # a random table is drawn over at most this many input values (pairs for Table2)
+
+
+# --------------------------------------------------------------------------- random functions
+
+
+def _fmt_mapping(mapping: dict) -> str:
+    return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in mapping.items()) + "}"
+
+
+class Table:
+    """f(x) = mapping[x] where given, else `default` (a total, deterministic function)."""
+
+    def __init__(self, mapping: dict, default: Any = None):
+        self.mapping = dict(mapping)
+        self.default = default
+
+    def __call__(self, x: Any) -> Any:
+        return self.mapping.get(x, self.default)
+
+    def __repr__(self) -> str:
+        return f"Table({_fmt_mapping(self.mapping)}, default={self.default!r})"
+
+
+class Table2:
+    """f(x, y) = mapping[(x, y)] where given, else `default`."""
+
+    def __init__(self, mapping: dict, default: Any = None):
+        self.mapping = dict(mapping)
+        self.default = default
+
+    def __call__(self, x: Any, y: Any) -> Any:
+        return self.mapping.get((x, y), self.default)
+
+    def __repr__(self) -> str:
+        return f"Table2({_fmt_mapping(self.mapping)}, default={self.default!r})"
+
+
+class Pred:
+    """A Select predicate: true exactly on the listed (key, query) pairs; raises on None like Comparison."""
+
+    def __init__(self, pairs: Sequence[tuple[Any, Any]]):
+        self.pairs = tuple(pairs)
+        self._set = frozenset(self.pairs)
+
+    def __call__(self, key: Any, query: Any) -> bool:
+        if key is None or query is None:
+            raise ValueError("Pred: key or query is None")
+        return (key, query) in self._set
+
+    def __repr__(self) -> str:
+        return f"Pred({list(self.pairs)!r})"
+
+
+class Above:
+    """x > threshold (numerical -> categorical bool)."""
+
+    def __init__(self, threshold: Any):
+        self.threshold = threshold
+
+    def __call__(self, x: Any) -> bool:
+        return x > self.threshold
+
+    def __repr__(self) -> str:
+        return f"Above({self.threshold!r})"
+
+
+class Affine:
+    """a * x + b."""
+
+    def __init__(self, a: Any, b: Any):
+        self.a, self.b = a, b
+
+    def __call__(self, x: Any) -> Any:
+        return self.a * x + self.b
+
+    def __repr__(self) -> str:
+        return f"Affine({self.a!r}, {self.b!r})"
+
+
+class Pair:
+    """(x, y): a tuple-valued SequenceMap."""
+
+    def __call__(self, x: Any, y: Any) -> tuple:
+        return (x, y)
+
+    def __repr__(self) -> str:
+        return "Pair()"
+
+
+# --------------------------------------------------------------------------- choosers
+
+
+class Chooser:
+    """Every random decision of the generator. Options are listed simplest first (hypothesis
+    shrinks towards index 0)."""
+
+    def integer(self, lo: int, hi: int) -> int:  # inclusive
+        raise NotImplementedError
+
+    def choice(self, options: Sequence[Any]) -> Any:
+        return options[self.integer(0, len(options) - 1)]
+
+    def weighted(self, options: Sequence[tuple[Any, int]]) -> Any:
+        """One of `options` ((value, weight) pairs)."""
+        total = sum(w for _, w in options)
+        r = self.integer(0, total - 1)
+        for v, w in options:
+            if r < w:
+                return v
+            r -= w
+        raise AssertionError("unreachable")
+
+    def chance(self, percent: int) -> bool:
+        """True with probability percent/100 (False is the shrunk value)."""
+        return self.integer(0, 99) >= 100 - percent
+
+
+class RandomChooser(Chooser):
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, hi)
+
+
+class DrawChooser(Chooser):
+    def __init__(self, draw: Callable[[Any], Any]):
+        self.draw = draw
+
+    def integer(self, lo: int, hi: int) -> int:
+        if lo == hi:
+            return lo
+        return self.draw(st.integers(lo, hi))
+
+
+# --------------------------------------------------------------------------- the generated program
+
+
+@dataclass
+class Node:
+    name: str
+    expr: rasp.RASPExpr
+    code: str  # the right-hand side that builds it
+    children: tuple[str, ...]
+    is_selector: bool
+    enc: str = CAT
+    values: Optional[tuple] = ()  # non-None values it can take (None: unknown / too many)
+    maybe_none: bool = False
+    depth: int = 0
+    reads_tokens: bool = False
+
+
+_LEAF_NAMES = {"rasp.tokens", "rasp.indices", "rasp.length"}
+
+
+@dataclass
+class GeneratedProgram:
+    program: rasp.SOp
+    vocab: list
+    max_seq_len: int
+    causal: bool
+    root: str
+    nodes: dict[str, Node] = field(repr=False)
+    constant_lengths: tuple[int, ...] = ()
+
+    def reachable(self, root: Optional[str] = None) -> list[str]:
+        """Names the root depends on, dependencies first."""
+        out: list[str] = []
+        seen: set[str] = set()
+
+        def visit(n: str) -> None:
+            if n in seen:
+                return
+            seen.add(n)
+            for c in self.nodes[n].children:
+                visit(c)
+            out.append(n)
+
+        visit(root or self.root)
+        return out
+
+    @property
+    def size(self) -> int:
+        return sum(1 for n in self.reachable() if n not in _LEAF_NAMES)
+
+    @property
+    def depth(self) -> int:
+        return self.nodes[self.root].depth
+
+    def source(self) -> str:
+        """The program as Python, its variables renumbered in definition order (s: categorical s-op,
+        n: numerical s-op, sel: selector)."""
+        order = [n for n in self.reachable() if n not in _LEAF_NAMES]
+        rename = {n: f"{re.match(r'[a-z]+', n).group(0)}{i}" for i, n in enumerate(order, 1)}  # type: ignore[union-attr]
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, order)) + r")\b") if order else None
+
+        def sub(code: str) -> str:
+            return pattern.sub(lambda m: rename[m.group(1)], code) if pattern else code
+
+        lines = [f"# vocab={self.vocab!r}, max_seq_len={self.max_seq_len}, causal={self.causal}"]
+        lines += [f"{rename[n]} = {sub(self.nodes[n].code)}" for n in order]
+        lines.append(f"program = {rename.get(self.root, self.root)}")
+        return "\n".join(lines)
+
+    def script(self) -> str:
+        """An executable reproducer (run from the repository root)."""
+        return "\n".join([
+            "import sys; sys.path.insert(0, 'tests')",
+            "from raspc import rasp, compile_rasp_to_model",
+            "from strategies import Table, Table2, Pred, Above, Affine, Pair",
+            self.source(),
+            f"model = compile_rasp_to_model(program, {self.vocab!r}, {self.max_seq_len}, causal={self.causal})",
+        ])
+
+    def with_root(self, name: str) -> "GeneratedProgram":
+        """The sub-program computing s-op `name` (same vocabulary and settings)."""
+        node = self.nodes[name]
+        assert not node.is_selector
+        consts = tuple(sorted({
+            len(self.nodes[n].expr.value)  # type: ignore[attr-defined]
+            for n in self.reachable(name) if isinstance(self.nodes[n].expr, rasp.ConstantSOp)
+        }))
+        return GeneratedProgram(node.expr, self.vocab, self.max_seq_len, self.causal, name, self.nodes, consts)
+
+    def __repr__(self) -> str:
+        return self.source()
+
+
+# --------------------------------------------------------------------------- value-set helpers
+
+
+def _dedup(values) -> tuple:
+    seen: dict[Any, Any] = {}
+    for v in values:
+        if v is not None:
+            seen.setdefault(v, v)
+    return tuple(seen.values())
+
+
+def _all_numbers(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) for v in values)  # bools are ints
+
+
+def _comparable(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    both = list(a) + list(b)
+    return _all_numbers(both) or all(isinstance(v, str) for v in both)
+
+
+def _possible_means(values: Sequence[Any], max_width: int, bound: int) -> Optional[tuple]:
+    fracs = sorted({Fraction(v) for v in values})
+    sums = {Fraction(0)}
+    means: set[Fraction] = set()
+    for n in range(1, max_width + 1):
+        sums = {s + v for s in sums for v in fracs}
+        means.update(s / n for s in sums)
+        if len(means) > bound or len(sums) > bound:
+            return None
+    return tuple(float(m) if m.denominator != 1 else int(m) for m in sorted(means))
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+class _Generator:
+    def __init__(self, c: Chooser, max_depth: int):
+        self.c = c
+        self.max_depth = max(1, max_depth)
+        self.nodes: dict[str, Node] = {}
+        self.order: list[str] = []
+        self.counter = 0
+        self.constant_lengths: set[int] = set()
+        self.name_of: dict[int, str] = {}
+
+    # -- bookkeeping -----------------------------------------------------------
+    def add(self, prefix: str, expr: rasp.RASPExpr, code: str, children: Sequence[str], *, selector: bool = False,
+            enc: str = CAT, values: Optional[Sequence[Any]] = (), maybe_none: bool = False) -> str:
+        self.counter += 1
+        name = f"{prefix}{self.counter}"
+        kids = tuple(children)
+        depth = 1 + max((self.nodes[k].depth for k in kids), default=-1)
+        reads = any(self.nodes[k].reads_tokens for k in kids)
+        if values is not None:
+            values = _dedup(values)
+            if len(values) > MAX_TRACKED_VALUES:
+                values = None
+        self.nodes[name] = Node(name, expr, code, kids, selector, enc, values, maybe_none, depth, reads)
+        self.name_of[id(expr)] = name
+        self.order.append(name)
+        return name
+
+    def node(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def expr(self, name: str) -> Any:
+        return self.nodes[name].expr
+
+    def finite(self, name: str, limit: int = MAX_TABLE_INPUTS) -> bool:
+        vals = self.nodes[name].values
+        return vals is not None and 0 < len(vals) <= limit
+
+    # -- setup -----------------------------------------------------------------
+    def setup(self) -> None:
+        c = self.c
+        kind = c.weighted([("str", 5), ("int", 5)])
+        pool = STR_VOCABS if kind == "str" else INT_VOCABS
+        base = c.choice(pool)
+        n = c.integer(2, 4)
+        self.vocab = list(base[:n])
+        self.max_seq_len = c.integer(2, 6)
+        self.causal = c.chance(15)
+        L = self.max_seq_len
+        self.nodes["rasp.tokens"] = Node("rasp.tokens", rasp.tokens, "rasp.tokens", (), False, CAT,
+                                         tuple(self.vocab), False, 0, True)
+        self.nodes["rasp.indices"] = Node("rasp.indices", rasp.indices, "rasp.indices", (), False, CAT,
+                                          tuple(range(L)), False, 0, False)
+        self.nodes["rasp.length"] = Node("rasp.length", rasp.length, "rasp.length", (), False, CAT,
+                                         tuple(range(1, L + 1)), False, 0, True)
+        for n in _LEAF_NAMES:
+            self.name_of[id(self.nodes[n].expr)] = n
+
+    # -- pools ---------------------------------------------------------------
+    def cat_pool(self) -> tuple:
+        return self.c.weighted([(INT_POOL, 4), (STR_POOL, 3), (BOOL_POOL, 2), (INT_POOL[:3] + STR_POOL[:2], 1)])
+
+    def cat_value(self, pool: Sequence[Any], none_percent: int) -> Any:
+        if self.c.chance(none_percent):
+            return None
+        return self.c.choice(pool)
+
+    # -- s-ops ------------------------------------------------------------------
+    def reuse(self, depth: int, enc: Optional[str]) -> Optional[str]:
+        """Maybe an existing s-op of at most `depth` (a DAG, as real RASP programs are)."""
+        cands = [n for n in self.order if not self.nodes[n].is_selector and self.nodes[n].depth <= depth
+                 and (enc is None or self.nodes[n].enc == enc)]
+        if cands and self.c.chance(25):
+            return self.c.choice(cands[::-1])  # most recent first
+        return None
+
+    def sop(self, depth: int, enc: Optional[str] = None) -> str:
+        """An s-op of depth at most `depth` (exactly `depth` unless the budget ran out), encoding `enc`."""
+        if enc is None:
+            enc = self.c.weighted([(CAT, 3), (NUM, 2)])
+        if depth <= 0 or self.budget <= 0:
+            return self.leaf(enc)
+        reused = self.reuse(depth - 1, enc)
+        if reused is not None:
+            return reused
+        self.budget -= 1
+        if enc == CAT:
+            kinds = [(self.map_cat, 5), (self.map_num_to_cat, 2), (self.sequence_map, 4), (self.aggregate_cat, 4),
+                     (self.selector_width, 2), (self.linear_sequence_map_cat, 1)]
+        else:
+            kinds = [(self.map_cat_to_num, 4), (self.map_num_to_num, 2), (self.sequence_map, 2),
+                     (self.linear_sequence_map, 3), (self.aggregate_num, 4), (self.selector_width, 1)]
+        for _ in range(4):
+            make = self.c.weighted(kinds)
+            out = make(depth, enc)
+            if out is not None:
+                return out
+        return self.leaf(enc)
+
+    def child_depth(self, depth: int) -> int:
+        """The first child has depth-1 (so the tree reaches `depth`); others may be shallower."""
+        return depth - 1 if self.c.chance(60) else self.c.integer(0, depth - 1)
+
+    def leaf(self, enc: str) -> str:
+        c, L = self.c, self.max_seq_len
+        if enc == CAT:
+            kind = c.weighted([("tokens", 8), ("indices", 4), ("length", 1), ("full", 1), ("constant", 1)])
+            if kind in ("tokens", "indices", "length"):
+                return f"rasp.{kind}"
+            pool = self.cat_pool()
+            if kind == "full":
+                fill = self.cat_value(pool, 5)
+                return self.add("s", rasp.Full(fill), f"rasp.Full({fill!r})", [], values=[fill],
+                                maybe_none=fill is None)
+            n = c.integer(1, L)
+            vals = [self.cat_value(pool, 10) for _ in range(n)]
+            self.constant_lengths.add(n)
+            return self.add("s", rasp.ConstantSOp(vals), f"rasp.ConstantSOp({vals!r})", [], values=vals,
+                            maybe_none=None in vals)
+        kind = c.weighted([("indices", 4), ("full", 1), ("constant", 1), ("cat_map", 4)])
+        if kind == "indices":
+            return self.add("n", rasp.numerical(rasp.indices), "rasp.numerical(rasp.indices)", ["rasp.indices"],
+                            enc=NUM, values=range(L))
+        if kind == "full":
+            fill = c.choice(NUM_POOL)
+            return self.add("n", rasp.numerical(rasp.Full(fill)), f"rasp.numerical(rasp.Full({fill!r}))", [],
+                            enc=NUM, values=[fill])
+        if kind == "constant":
+            n = c.integer(1, L)
+            vals = [c.choice(NUM_POOL) for _ in range(n)]
+            self.constant_lengths.add(n)
+            return self.add("n", rasp.numerical(rasp.ConstantSOp(vals)), f"rasp.numerical(rasp.ConstantSOp({vals!r}))",
+                            [], enc=NUM, values=vals)
+        return self.map_cat_to_num(1, NUM, inner="rasp.tokens")
+
+    # Maps ----------------------------------------------------------------------
+    def table_over(self, name: str, pool: Sequence[Any], none_percent: int) -> Table:
+        vals = self.node(name).values or ()
+        mapping = {v: self.cat_value(pool, none_percent) for v in vals[:MAX_TABLE_INPUTS]}
+        default = self.cat_value(pool, 30)
+        return Table(mapping, default)
+
+    def _map(self, prefix: str, f: Any, inner: str, enc: str, wrap_num: bool) -> str:
+        simplify = not self.c.chance(25)
+        args = f"{f!r}, {inner}" + ("" if simplify else ", simplify=False")
+        expr = rasp.Map(f, self.expr(inner), simplify=simplify)
+        code = f"rasp.Map({args})"
+        if wrap_num:
+            expr, code = rasp.numerical(expr), f"rasp.numerical({code})"
+        elif self.c.chance(10):
+            expr, code = rasp.categorical(expr), f"rasp.categorical({code})"
+        # The Map's real function and input: fused with an inner Map when simplify applies.
+        g = expr.f
+        src = self.node(self.name_of[id(expr.inner)])
+        outs: Optional[list] = None
+        maybe_none = src.maybe_none
+        if src.values is not None:
+            outs = []
+            for v in src.values:
+                try:
+                    o = g(v)
+                except Exception:  # noqa: BLE001 - the compiler will refuse it; keep generating
+                    continue
+                if o is None:
+                    maybe_none = True
+                else:
+                    outs.append(o)
+        return self.add(prefix, expr, code, [inner], enc=enc, values=outs, maybe_none=maybe_none)
+
+    def map_cat(self, depth: int, enc: str) -> Optional[str]:
+        inner = self.sop(self.child_depth(depth), CAT)
+        if not self.finite(inner):
+            return None
+        f = self.table_over(inner, self.cat_pool(), 10)
+        return self._map("s", f, inner, CAT, wrap_num=False)
+
+    def map_num_to_cat(self, depth: int, enc: str) -> Optional[str]:
+        inner = self.sop(self.child_depth(depth), NUM)
+        vals = self.node(inner).values
+        if vals is None or not vals:
+            return None
+        if len(vals) <= 12 and self.c.chance(40):
+            f: Any = self.table_over(inner, self.cat_pool(), 5)
+        else:
+            ordered = sorted(vals)
+            i = self.c.integer(0, len(ordered) - 1)
+            t = ordered[i] if self.c.chance(50) or i + 1 >= len(ordered) else (ordered[i] + ordered[i + 1]) / 2
+            f = Above(t)
+        return self._map("s", f, inner, CAT, wrap_num=False)
+
+    def map_cat_to_num(self, depth: int, enc: str, inner: Optional[str] = None) -> Optional[str]:
+        if inner is None:
+            inner = self.sop(self.child_depth(depth), CAT)
+        if not self.finite(inner):
+            return None
+        vals = self.node(inner).values or ()
+        f = Table({v: self.c.choice(NUM_POOL) for v in vals}, self.c.choice(NUM_POOL))
+        return self._map("n", f, inner, NUM, wrap_num=True)
+
+    def map_num_to_num(self, depth: int, enc: str) -> Optional[str]:
+        inner = self.sop(self.child_depth(depth), NUM)
+        vals = self.node(inner).values
+        if vals is None or not vals:
+            return None
+        if len(vals) <= 12 and self.c.chance(40):
+            f: Any = Table({v: self.c.choice(NUM_POOL) for v in vals}, 0)
+        else:
+            f = Affine(self.c.choice(FACTORS), self.c.choice(NUM_POOL))
+        return self._map("n", f, inner, NUM, wrap_num=True)
+
+    # SequenceMaps -------------------------------------------------------------
+    def sequence_map(self, depth: int, enc: str) -> Optional[str]:
+        c = self.c
+        a = self.sop(self.child_depth(depth), None)
+        b = a if c.chance(10) else self.sop(self.child_depth(depth), None)
+        va, vb = self.node(a).values, self.node(b).values
+        if va is None or vb is None or not va or not vb or len(va) * len(vb) > MAX_TABLE_INPUTS * 2:
+            return None
+        if enc == CAT and c.chance(15):
+            f: Any = Pair()
+        elif enc == CAT:
+            pool = self.cat_pool()
+            f = Table2({(x, y): self.cat_value(pool, 10) for x in va for y in vb}, self.cat_value(pool, 30))
+        else:
+            f = Table2({(x, y): c.choice(NUM_POOL) for x in va for y in vb}, c.choice(NUM_POOL))
+        expr: rasp.SOp = rasp.SequenceMap(f, self.expr(a), self.expr(b))
+        code = f"rasp.SequenceMap({f!r}, {a}, {b})"
+        if enc == NUM:
+            expr, code = rasp.numerical(expr), f"rasp.numerical({code})"
+        outs = [f(x, y) for x in va for y in vb]
+        maybe_none = self.node(a).maybe_none or self.node(b).maybe_none or any(o is None for o in outs)
+        return self.add("s" if enc == CAT else "n", expr, code, [a, b], enc=enc, values=outs, maybe_none=maybe_none)
+
+    def linear_sequence_map(self, depth: int, enc: str) -> Optional[str]:
+        c = self.c
+        a = self.sop(self.child_depth(depth), NUM)
+        b = a if c.chance(15) else self.sop(self.child_depth(depth), NUM)
+        fa, fb = c.choice(FACTORS), c.choice(FACTORS)
+        expr = rasp.numerical(rasp.LinearSequenceMap(self.expr(a), self.expr(b), fa, fb))
+        code = f"rasp.numerical(rasp.LinearSequenceMap({a}, {b}, {fa!r}, {fb!r}))"
+        va, vb = self.node(a).values, self.node(b).values
+        outs = None
+        if va is not None and vb is not None and len(va) * len(vb) <= 4 * MAX_TRACKED_VALUES:
+            outs = [fa * x + fb * y for x in va for y in vb]
+        return self.add("n", expr, code, [a, b], enc=NUM, values=outs,
+                        maybe_none=self.node(a).maybe_none or self.node(b).maybe_none)
+
+    def linear_sequence_map_cat(self, depth: int, enc: str) -> Optional[str]:
+        """A categorical LinearSequenceMap (a plain table to the compiler) over numeric categorical s-ops."""
+        c = self.c
+        a = self.sop(self.child_depth(depth), CAT)
+        b = self.sop(self.child_depth(depth), CAT)
+        va, vb = self.node(a).values, self.node(b).values
+        if va is None or vb is None or not _all_numbers(va + vb) or len(va) * len(vb) > MAX_TABLE_INPUTS * 2:
+            return None
+        fa, fb = c.choice(FACTORS[:4]), c.choice(FACTORS[:4])
+        expr = rasp.LinearSequenceMap(self.expr(a), self.expr(b), fa, fb)
+        code = f"rasp.LinearSequenceMap({a}, {b}, {fa!r}, {fb!r})"
+        return self.add("s", expr, code, [a, b], enc=CAT, values=[fa * x + fb * y for x in va for y in vb],
+                        maybe_none=self.node(a).maybe_none or self.node(b).maybe_none)
+
+    # Selectors ------------------------------------------------------------------
+    def predicate(self, keys: str, queries: str) -> tuple[Any, str]:
+        c = self.c
+        kv, qv = self.node(keys).values or (), self.node(queries).values or ()
+        if c.chance(30) and kv and qv and len(kv) * len(qv) <= MAX_TABLE_INPUTS * 2:
+            pairs = [(k, q) for q in qv for k in kv if c.chance(40)]
+            p = Pred(pairs)
+            return p, repr(p)
+        options = COMPARISONS if _comparable(kv, qv) else EQUALITY_COMPARISONS
+        cmp = c.choice(options)
+        return cmp, f"rasp.Comparison.{cmp.name}"
+
+    def select(self, depth: int, keys: Optional[str] = None, queries: Optional[str] = None) -> str:
+        c = self.c
+        if keys is None:
+            keys = self.sop(self.child_depth(depth), None)
+        if queries is None:
+            queries = keys if c.chance(20) else self.sop(self.child_depth(depth), None)
+        pred, pcode = self.predicate(keys, queries)
+        expr = rasp.Select(self.expr(keys), self.expr(queries), pred)
+        return self.add("sel", expr, f"rasp.Select({keys}, {queries}, {pcode})", [keys, queries], selector=True)
+
+    def unique_select(self, depth: int) -> str:
+        """Select(indices, q, EQ): every query selects at most one position."""
+        q = self.sop(self.child_depth(depth), CAT)
+        qv = self.node(q).values or ()
+        L = self.max_seq_len
+        if not (qv and all(isinstance(v, int) and not isinstance(v, bool) for v in qv)):
+            if not self.finite(q):
+                q = "rasp.indices"
+            else:  # map the query onto positions
+                f = Table({v: self.cat_value(range(L), 10) for v in qv}, None)
+                q = self._map("s", f, q, CAT, wrap_num=False)
+        expr = rasp.Select(rasp.indices, self.expr(q), rasp.Comparison.EQ)
+        return self.add("sel", expr, f"rasp.Select(rasp.indices, {q}, rasp.Comparison.EQ)", ["rasp.indices", q],
+                        selector=True)
+
+    def selector(self, depth: int, unique: bool = False) -> str:
+        c = self.c
+        depth = max(depth, 1)
+        if unique:
+            if depth >= 3 and c.chance(25):
+                fst = self.unique_select(depth - 1)
+                snd = self.selector(depth - 1)
+                return self.combine("and", fst, snd)
+            return self.unique_select(depth)
+        if depth <= 1 or self.budget <= 0:
+            return self.select(depth)
+        kind = c.weighted([("select", 6), ("and", 2), ("or", 2), ("not", 1)])
+        if kind == "select":
+            return self.select(depth)
+        if kind == "not":
+            return self.combine("not", self.selector(depth - 1), None)
+        self.budget -= 1
+        fst = self.selector(depth - 1)
+        fst_node = self.node(fst)
+        if isinstance(fst_node.expr, rasp.Select) and c.chance(40):
+            # share keys or queries with the first select (the simplifying combinators merge those)
+            k, q = fst_node.children
+            snd = self.select(depth - 1, keys=k) if c.chance(50) else self.select(depth - 1, queries=q)
+        else:
+            snd = self.selector(depth - 1)
+        return self.combine(kind, fst, snd)
+
+    def combine(self, kind: str, fst: str, snd: Optional[str]) -> str:
+        raw = self.c.chance(35)
+        a = self.expr(fst)
+        if kind == "not":
+            expr = rasp.SelectorNot(a) if raw else rasp.selector_not(a)
+            code = f"rasp.SelectorNot({fst})" if raw else f"rasp.selector_not({fst})"
+            return self.add("sel", expr, code, [fst], selector=True)
+        assert snd is not None
+        b = self.expr(snd)
+        if kind == "and":
+            expr = rasp.SelectorAnd(a, b) if raw else rasp.selector_and(a, b)
+            code = f"rasp.SelectorAnd({fst}, {snd})" if raw else f"rasp.selector_and({fst}, {snd})"
+        else:
+            expr = rasp.SelectorOr(a, b) if raw else rasp.selector_or(a, b)
+            code = f"rasp.SelectorOr({fst}, {snd})" if raw else f"rasp.selector_or({fst}, {snd})"
+        return self.add("sel", expr, code, [fst, snd], selector=True)
+
+    # Aggregates / widths -------------------------------------------------------
+    def aggregate_cat(self, depth: int, enc: str) -> Optional[str]:
+        c = self.c
+        sel = self.selector(self.child_depth(depth), unique=c.chance(70))
+        src = self.sop(self.child_depth(depth), CAT)
+        default = None if c.chance(75) else self.cat_value(self.cat_pool(), 0)
+        expr = rasp.Aggregate(self.expr(sel), self.expr(src), default=default)
+        code = f"rasp.Aggregate({sel}, {src}" + ("" if default is None else f", default={default!r}") + ")"
+        if c.chance(15):
+            expr, code = rasp.categorical(expr), f"rasp.categorical({code})"
+        vals = self.node(src).values
+        outs = None if vals is None else [*vals, default]
+        return self.add("s", expr, code, [sel, src], enc=CAT, values=outs, maybe_none=True)
+
+    def aggregate_num(self, depth: int, enc: str) -> Optional[str]:
+        c = self.c
+        src = self.sop(self.child_depth(depth), NUM)
+        vals = self.node(src).values
+        if vals is None or len(vals) > 12:
+            return None
+        sel = self.selector(self.child_depth(depth))
+        default = c.weighted([(0, 8), (1, 1), (-1, 1), (0.5, 1), (None, 1)])
+        expr = rasp.numerical(rasp.Aggregate(self.expr(sel), self.expr(src), default=default))
+        code = f"rasp.numerical(rasp.Aggregate({sel}, {src}, default={default!r}))"
+        means = _possible_means(vals, self.max_seq_len, MAX_TRACKED_VALUES)
+        outs = None if means is None else [*means, default]
+        return self.add("n", expr, code, [sel, src], enc=NUM, values=outs, maybe_none=default is None)
+
+    def selector_width(self, depth: int, enc: str) -> Optional[str]:
+        sel = self.selector(depth - 1)
+        expr: rasp.SOp = rasp.SelectorWidth(self.expr(sel))
+        code = f"rasp.SelectorWidth({sel})"
+        if enc == NUM:
+            expr, code = rasp.numerical(expr), f"rasp.numerical({code})"
+        return self.add("s" if enc == CAT else "n", expr, code, [sel], enc=enc,
+                        values=range(self.max_seq_len + 1))
+
+    # -- the program -------------------------------------------------------------
+    def read_tokens(self, root: str) -> str:
+        """Makes the output depend on the input (a program that ignores it is refused, rightly)."""
+        node = self.node(root)
+        if node.reads_tokens:
+            return root
+        if node.enc == NUM:
+            tok = self.map_cat_to_num(1, NUM, inner="rasp.tokens")
+            assert tok is not None
+            fa, fb = self.c.choice(FACTORS[:4]), self.c.choice(FACTORS[:4])
+            expr = rasp.numerical(rasp.LinearSequenceMap(self.expr(root), self.expr(tok), fa, fb))
+            code = f"rasp.numerical(rasp.LinearSequenceMap({root}, {tok}, {fa!r}, {fb!r}))"
+            va, vt = node.values, self.node(tok).values
+            outs = None if va is None or vt is None else [fa * x + fb * y for x in va for y in vt]
+            return self.add("n", expr, code, [root, tok], enc=NUM, values=outs, maybe_none=node.maybe_none)
+        f = Pair()
+        expr = rasp.SequenceMap(f, self.expr(root), rasp.tokens)
+        vals = node.values
+        outs = None if vals is None else [(x, t) for x in vals for t in self.vocab]
+        return self.add("s", expr, f"rasp.SequenceMap(Pair(), {root}, rasp.tokens)", [root, "rasp.tokens"],
+                        enc=CAT, values=outs, maybe_none=node.maybe_none)
+
+    def generate(self) -> GeneratedProgram:
+        self.setup()
+        depth = self.c.integer(1, self.max_depth)
+        self.budget = self.c.integer(depth, depth + 8)
+        enc = self.c.weighted([(CAT, 3), (NUM, 2)])
+        root = self.read_tokens(self.sop(depth, enc))
+        gp = GeneratedProgram(self.expr(root), self.vocab, self.max_seq_len, self.causal, root, self.nodes)
+        return gp.with_root(root)
+
+
+def generate_program(rng: random.Random | Chooser, max_depth: int = 6) -> GeneratedProgram:
+    """A random program from a seeded `random.Random` (or any Chooser)."""
+    chooser = rng if isinstance(rng, Chooser) else RandomChooser(rng)
+    return _Generator(chooser, max_depth).generate()
+
+
+def programs(max_depth: int = 6):
+    """Hypothesis strategy of `GeneratedProgram`s (readable repr: the program's source)."""
+
+    @st.composite
+    def _programs(draw):
+        return _Generator(DrawChooser(draw), max_depth).generate()
+
+    return _programs()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def random_inputs(gp: GeneratedProgram, rng: random.Random, n: int = 20) -> list[list[Any]]:
+    """n inputs: lengths 1..max_seq_len (always one of length 1 and one of max_seq_len), favouring the
+    lengths of the program's ConstantSOps (check_length=True: other lengths do not evaluate)."""
+    L = gp.max_seq_len
+    lengths = [1, L]
+    for i in range(n - 2):
+        if gp.constant_lengths and i % 3 != 2:
+            lengths.append(rng.choice(gp.constant_lengths))
+        else:
+            lengths.append(rng.randint(1, L))
+    return [[rng.choice(gp.vocab) for _ in range(k)] for k in lengths]
+
+
+# --------------------------------------------------------------------------- the property
+
+
+@dataclass
+class Mismatch:
+    input: list
+    expected: list
+    got: list
+
+    def __str__(self) -> str:
+        return f"input {self.input!r}: expected {self.expected!r}, got {self.got!r}"
+
+
+@dataclass
+class Outcome:
+    status: str  # "ok" | "refused" | "crashed" | "mismatch"
+    error: Optional[BaseException] = None
+    checked: int = 0  # inputs compared
+    skipped: int = 0  # inputs outside the evaluator's semantics (it raised, or a categorical mean)
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def error_class(self) -> str:
+        return type(self.error).__name__ if self.error is not None else ""
+
+    @property
+    def reason(self) -> str:
+        return normalise_reason(self.error) if self.error is not None else ""
+
+
+_PREFIX = re.compile(r"^s-op '[^']*'(?: \([^)]*\))?: ")
+
+
+def normalise_reason(err: BaseException) -> str:
+    """The error message with the culprit's label and all values abstracted away (for counting)."""
+    text = str(err).split("\n")[0]
+    text = _PREFIX.sub("", text)
+    text = re.sub(r"'[^']*'", "'…'", text)
+    text = re.sub(r'"[^"]*"', "'…'", text)
+    text = re.sub(r"\[[^\]]*\]", "[…]", text)
+    text = re.sub(r"\((?:[^()]|\([^()]*\))*\)", "(…)", text)
+    text = re.sub(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", "N", text)
+    return text[:140]
+
+
+def _same(expected: Any, got: Any, tol: float) -> bool:
+    if expected is None or got is None:
+        return expected is None and got is None
+    if isinstance(expected, (int, float)) and isinstance(got, (int, float)):
+        if isinstance(expected, bool) or isinstance(got, bool) or (isinstance(expected, int) and isinstance(got, int)):
+            return expected == got
+        return math.isclose(float(expected), float(got), rel_tol=tol, abs_tol=tol)
+    if isinstance(expected, tuple) and isinstance(got, tuple):
+        return len(expected) == len(got) and all(_same(e, g, tol) for e, g in zip(expected, got))
+    return expected == got
+
+
+def _sub_exprs(program: rasp.RASPExpr) -> list[rasp.RASPExpr]:
+    out, seen, stack = [], set(), [program]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        stack.extend(e.children)
+    return out
+
+
+def categorical_means_ok(program: rasp.SOp, xs: Sequence[Any]) -> bool:
+    """False when a categorical Aggregate averages different values on `xs` (or averages None):
+    the evaluator's mean is then not a value of the s-op and no categorical model can produce it."""
+    for e in _sub_exprs(program):
+        if isinstance(e, rasp.Aggregate) and rasp.is_categorical(e):
+            sel = rasp.evaluate(e.selector, xs)
+            vals = rasp.evaluate(e.sop, xs)
+            for row in sel:
+                chosen = [v for s, v in zip(row, vals) if s]
+                if len(chosen) > 1 and (any(v is None for v in chosen) or any(v != chosen[0] for v in chosen)):
+                    return False
+    return True
+
+
+def expected_outputs(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]]) -> tuple[list[list], list[list], int]:
+    """(inputs kept, their evaluator outputs, number skipped)."""
+    kept, outs, skipped = [], [], 0
+    for xs in inputs:
+        try:
+            out = rasp.evaluate(gp.program, xs)
+            ok = len(out) == len(xs) and categorical_means_ok(gp.program, xs)
+        except Exception:  # noqa: BLE001 - outside the evaluator's semantics: skip this input
+            ok = False
+        if ok:
+            kept.append(list(xs))
+            outs.append(out)
+        else:
+            skipped += 1
+    return kept, outs, skipped
+
+
+def compile_program(gp: GeneratedProgram, **kw: Any):
+    from raspc.model import compile_rasp_to_model
+
+    return compile_rasp_to_model(gp.program, gp.vocab, gp.max_seq_len, causal=gp.causal, **kw)
+
+
+def check_program(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]], tol: float = 1e-4) -> Outcome:
+    """The property: compiling either raises a CompileError (a documented refusal) or gives a model
+    equal to `rasp.evaluate` on every input the evaluator accepts. All inputs run in one batch."""
+    from raspc.errors import CompileError
+
+    try:
+        model = compile_program(gp)
+    except CompileError as err:
+        return Outcome("refused", err)
+    except Exception as err:  # noqa: BLE001 - anything else is a compiler bug
+        return Outcome("crashed", err)
+    kept, expected, skipped = expected_outputs(gp, inputs)
+    outcome = Outcome("ok", skipped=skipped, checked=len(kept))
+    if not kept:
+        return outcome
+    try:
+        got = model.apply_batch([[ "BOS", *xs] for xs in kept])
+    except Exception as err:  # noqa: BLE001
+        return Outcome("crashed", err, skipped=skipped)
+    for xs, exp, g in zip(kept, expected, got):
+        if len(g) != len(xs) + 1 or g[0] != "BOS" or not all(_same(e, v, tol) for e, v in zip(exp, g[1:])):
+            outcome.mismatches.append(Mismatch(xs, exp, g[1:]))
+    if outcome.mismatches:
+        outcome.status = "mismatch"
+    return outcome
+
+
+def describe(gp: GeneratedProgram, outcome: Outcome, limit: int = 3) -> str:
+    lines = [gp.source()]
+    if outcome.error is not None:
+        lines.append(f"{outcome.status}: {type(outcome.error).__name__}: {outcome.error}")
+    for m in outcome.mismatches[:limit]:
+        lines.append(str(m))
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Table", "Table2", "Pred", "Above", "Affine", "Pair", "GeneratedProgram", "Node", "Outcome", "Mismatch",
+    "Chooser", "RandomChooser", "DrawChooser", "programs", "generate_program", "random_inputs", "check_program",
+    "expected_outputs", "categorical_means_ok", "normalise_reason", "describe", "compile_program",
+]
+
+if __name__ == "__main__":  # a quick look: python tests/strategies.py [seed]
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    g = generate_program(random.Random(seed))
+    print(g.source())
