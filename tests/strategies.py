@@ -645,9 +645,14 @@ class _Generator:
         self.budget -= 1
         fst = self.selector(depth - 1)
         fst_node = self.node(fst)
-        if isinstance(fst_node.expr, rasp.Select) and c.chance(40):
+        fst_expr = fst_node.expr
+        shared = None
+        if isinstance(fst_expr, rasp.Select):
+            k, q = self.name_of.get(id(fst_expr.keys)), self.name_of.get(id(fst_expr.queries))
+            shared = (k, q) if k is not None and q is not None else None
+        if shared is not None and c.chance(40):
             # share keys or queries with the first select (the simplifying combinators merge those)
-            k, q = fst_node.children
+            k, q = shared
             snd = self.select(depth - 1, keys=k) if c.chance(50) else self.select(depth - 1, queries=q)
         else:
             snd = self.selector(depth - 1)

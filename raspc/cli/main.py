@@ -285,6 +285,10 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         _write(args.output, model.SerializeToString())
         return
     text = _ir_text(module)
+    if args.elide:
+        from raspc.compiler import elide_dense
+
+        text = elide_dense(text)
     if args.output:
         _write(args.output, text.encode("utf-8"))
     else:
@@ -493,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pass pipeline replacing the default one (see `raspc passes`); for an IR --emit, "
                    "the pipeline stops before the first pass that lowers below that level")
     c.add_argument("-o", "--output", metavar="FILE", help="output file (required for --emit onnx)")
+    c.add_argument("--elide", action="store_true",
+                   help="print long dense<...> weights as dense<...> (for reading; the text then does not parse)")
     c.set_defaults(func=cmd_compile, subparser=c)
 
     r = sub.add_parser(
