@@ -104,8 +104,26 @@ def parse_ir(text: str, ctx: Context | None = None) -> ModuleOp:
     except ParseError as exc:
         raise IRError(str(exc).strip()) from None
     except VerifyException as exc:
-        raise IRError(f"IR does not verify: {exc}") from None
+        raise IRError(f"IR does not verify: {_locate_verify_error(module, text) or exc}") from None
     return module
+
+
+def _locate_verify_error(module: ModuleOp, text: str) -> str | None:
+    """'line N: rasp.select %x: <reason>' for the first op that fails to verify (parsed IR keeps no locations)."""
+    for op in module.walk():
+        if op is module:
+            continue
+        try:
+            op.verify(verify_nested_ops=False)
+        except VerifyException as exc:
+            names = [f"%{r.name_hint}" for r in op.results if r.name_hint]
+            where = ""
+            for n, line in enumerate(text.splitlines(), start=1):
+                if (names and line.lstrip().startswith(names[0] + " ")) or (not names and op.name in line):
+                    where = f"line {n}: "
+                    break
+            return f"{where}{op.name} {' '.join(names)}: {exc}".replace("  ", " ")
+    return None
 
 
 def build_pipeline(

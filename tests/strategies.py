@@ -290,8 +290,19 @@ class GeneratedProgram:
         }))
         return GeneratedProgram(node.expr, self.vocab, self.max_seq_len, self.causal, name, self.nodes, consts)
 
+    @classmethod
+    def of(cls, program: rasp.SOp, vocab: Sequence[Any], max_seq_len: int, causal: bool = False,
+           source: str = "<hand-written>") -> "GeneratedProgram":
+        """Wraps a hand-written program (its `source` is shown as the program's code)."""
+        node = Node("p1", program, source, (), False, CAT if rasp.is_categorical(program) else NUM)
+        consts = tuple(sorted({len(e.value) for e in _sub_exprs(program) if isinstance(e, rasp.ConstantSOp)}))
+        return cls(program, list(vocab), max_seq_len, causal, "p1", {"p1": node}, consts)
+
     def __repr__(self) -> str:
         return self.source()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # hypothesis prints falsifying examples with this
+        p.text(self.source())
 
 
 # --------------------------------------------------------------------------- value-set helpers
@@ -409,7 +420,7 @@ class _Generator:
         if enc is None:
             enc = self.c.weighted([(CAT, 3), (NUM, 2)])
         if depth <= 0 or self.budget <= 0:
-            return self.leaf(enc)
+            return self.leaf(enc, depth)
         reused = self.reuse(depth - 1, enc)
         if reused is not None:
             return reused
@@ -425,13 +436,14 @@ class _Generator:
             out = make(depth, enc)
             if out is not None:
                 return out
-        return self.leaf(enc)
+        return self.leaf(enc, depth)
 
     def child_depth(self, depth: int) -> int:
         """The first child has depth-1 (so the tree reaches `depth`); others may be shallower."""
         return depth - 1 if self.c.chance(60) else self.c.integer(0, depth - 1)
 
-    def leaf(self, enc: str) -> str:
+    def leaf(self, enc: str, depth: int = 0) -> str:
+        """A primitive s-op; a numerical one may be a Map of tokens when `depth` >= 1."""
         c, L = self.c, self.max_seq_len
         if enc == CAT:
             kind = c.weighted([("tokens", 8), ("indices", 4), ("length", 1), ("full", 1), ("constant", 1)])
@@ -447,9 +459,9 @@ class _Generator:
             self.constant_lengths.add(n)
             return self.add("s", rasp.ConstantSOp(vals), f"rasp.ConstantSOp({vals!r})", [], values=vals,
                             maybe_none=None in vals)
-        kind = c.weighted([("indices", 4), ("full", 1), ("constant", 1), ("cat_map", 4)])
+        kind = c.weighted([("indices", 4), ("full", 1), ("constant", 1), ("cat_map", 4 if depth >= 1 else 0)])
         if kind == "indices":
-            return self.add("n", rasp.numerical(rasp.indices), "rasp.numerical(rasp.indices)", ["rasp.indices"],
+            return self.add("n", rasp.numerical(rasp.indices), "rasp.numerical(rasp.indices)", [],
                             enc=NUM, values=range(L))
         if kind == "full":
             fill = c.choice(NUM_POOL)
@@ -612,16 +624,19 @@ class _Generator:
         return self.add("sel", expr, f"rasp.Select({keys}, {queries}, {pcode})", [keys, queries], selector=True)
 
     def unique_select(self, depth: int) -> str:
-        """Select(indices, q, EQ): every query selects at most one position."""
-        q = self.sop(self.child_depth(depth), CAT)
-        qv = self.node(q).values or ()
+        """Select(indices, q, EQ): every query selects at most one position (depth <= `depth`)."""
         L = self.max_seq_len
-        if not (qv and all(isinstance(v, int) and not isinstance(v, bool) for v in qv)):
-            if not self.finite(q):
-                q = "rasp.indices"
-            else:  # map the query onto positions
-                f = Table({v: self.cat_value(range(L), 10) for v in qv}, None)
-                q = self._map("s", f, q, CAT, wrap_num=False)
+        if depth <= 1:
+            q = "rasp.tokens" if all(isinstance(v, int) for v in self.vocab) and self.c.chance(50) else "rasp.indices"
+        else:
+            q = self.sop(self.c.integer(0, depth - 2), CAT)
+            qv = self.node(q).values or ()
+            if not (qv and all(isinstance(v, int) and not isinstance(v, bool) for v in qv)):
+                if not self.finite(q):
+                    q = "rasp.indices"
+                else:  # map the query onto positions
+                    f = Table({v: self.cat_value(range(L), 10) for v in qv}, None)
+                    q = self._map("s", f, q, CAT, wrap_num=False)
         expr = rasp.Select(rasp.indices, self.expr(q), rasp.Comparison.EQ)
         return self.add("sel", expr, f"rasp.Select(rasp.indices, {q}, rasp.Comparison.EQ)", ["rasp.indices", q],
                         selector=True)
@@ -637,7 +652,7 @@ class _Generator:
             return self.unique_select(depth)
         if depth <= 1 or self.budget <= 0:
             return self.select(depth)
-        kind = c.weighted([("select", 6), ("and", 2), ("or", 2), ("not", 1)])
+        kind = c.weighted([("select", 5), ("and", 2), ("or", 2), ("not", 2)])
         if kind == "select":
             return self.select(depth)
         if kind == "not":
@@ -739,7 +754,12 @@ class _Generator:
         depth = self.c.integer(1, self.max_depth)
         self.budget = self.c.integer(depth, depth + 8)
         enc = self.c.weighted([(CAT, 3), (NUM, 2)])
-        root = self.read_tokens(self.sop(depth, enc))
+        root = self.sop(depth, enc)
+        for _ in range(2):  # a program must read its input: try again, then make it read tokens
+            if self.node(root).reads_tokens:
+                break
+            root = self.sop(depth, enc)
+        root = self.read_tokens(root)
         gp = GeneratedProgram(self.expr(root), self.vocab, self.max_seq_len, self.causal, root, self.nodes)
         return gp.with_root(root)
 
@@ -909,6 +929,200 @@ def check_program(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]], tol: fl
     return outcome
 
 
+# --------------------------------------------------------------------------- coverage
+
+
+def _enc(e: rasp.SOp) -> str:
+    return "num" if rasp.is_numerical(e) else "cat"
+
+
+def features(gp: GeneratedProgram) -> set[str]:
+    """The primitives (with encodings) the program really contains, after rasp's own simplifications
+    (Map fusion, merged selects)."""
+    out: set[str] = {"causal"} if gp.causal else set()
+    for e in _sub_exprs(gp.program):
+        if isinstance(e, (rasp.TokensType, rasp.LengthType)):
+            out.add(e.label)
+        elif isinstance(e, (rasp.IndicesType, rasp.Full, rasp.ConstantSOp)):
+            out.add(f"{rasp.default_name(e)} {_enc(e)}")
+        elif isinstance(e, rasp.Map):
+            out.add(f"map {_enc(e.inner)}->{_enc(e)}")
+        elif isinstance(e, rasp.LinearSequenceMap):
+            out.add(f"linear_sequence_map {_enc(e)}")
+        elif isinstance(e, rasp.SequenceMap):
+            out.add(f"sequence_map ->{_enc(e)}")
+            if e.fst is e.snd:
+                out.add("sequence_map same operand")
+            if _enc(e.fst) == "num" or _enc(e.snd) == "num":
+                out.add("sequence_map numerical operand")
+        elif isinstance(e, rasp.Select):
+            p = e.predicate
+            out.add(f"select {p.name}" if isinstance(p, rasp.Comparison) else
+                    "select table" if isinstance(p, Pred) else "select merged/negated")
+            if _enc(e.keys) == "num" or _enc(e.queries) == "num":
+                out.add("select numerical operand")
+        elif isinstance(e, (rasp.SelectorAnd, rasp.SelectorOr, rasp.SelectorNot)):
+            out.add(rasp.default_name(e))
+        elif isinstance(e, rasp.Aggregate):
+            out.add(f"aggregate {_enc(e)}")
+        elif isinstance(e, rasp.SelectorWidth):
+            out.add(f"selector_width {_enc(e)}")
+    return out
+
+
+ALL_FEATURES = frozenset({
+    "tokens", "length", "indices cat", "indices num", "full cat", "full num", "constant_sop cat", "constant_sop num",
+    "map cat->cat", "map cat->num", "map num->num", "map num->cat", "sequence_map ->cat", "sequence_map ->num",
+    "sequence_map same operand", "sequence_map numerical operand", "linear_sequence_map num",
+    "linear_sequence_map cat", *(f"select {c.name}" for c in rasp.Comparison), "select table",
+    "select merged/negated", "select numerical operand", "selector_and", "selector_or", "selector_not",
+    "aggregate cat", "aggregate num", "selector_width cat", "selector_width num", "causal",
+})
+
+
+# --------------------------------------------------------------------------- known compiler bugs
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    """A compiler bug the random programs find, recognised by its exact symptom so the property
+    test stays honest about everything else. Remove the entry once the bug is fixed (its strict
+    xfail test in tests/test_random_programs.py then starts passing and fails the suite)."""
+
+    id: str
+    summary: str
+    error: str  # regex matching the exception's class name
+    message: str  # regex searched in str(error)
+    frame: str  # regex that some traceback frame's "file.py:function" must match
+    causal_only: bool
+    reproducer: Callable[[], GeneratedProgram]
+    inputs: tuple = ()
+
+    def matches(self, gp: GeneratedProgram, outcome: "Outcome") -> bool:
+        import traceback
+
+        err = outcome.error
+        if outcome.status != "crashed" or err is None or not re.fullmatch(self.error, type(err).__name__):
+            return False
+        if self.causal_only and not gp.causal:
+            return False
+        if not re.search(self.message, str(err)):
+            return False
+        frames = traceback.extract_tb(err.__traceback__)
+        return any(re.search(self.frame, f"{f.filename.replace(chr(92), '/').rsplit('/', 1)[-1]}:{f.name}")
+                   for f in frames)
+
+
+def _repro_indices() -> GeneratedProgram:
+    p = rasp.SequenceMap(Pair(), rasp.tokens, rasp.SequenceMap(Pair(), rasp.indices, rasp.numerical(rasp.indices)))
+    return GeneratedProgram.of(p, ["a"], 2, source="rasp.SequenceMap(Pair(), rasp.tokens, "
+                               "rasp.SequenceMap(Pair(), rasp.indices, rasp.numerical(rasp.indices)))")
+
+
+def _repro_seqmap_neuron() -> GeneratedProgram:
+    f = Table2({("a", 0): 1, ("a", 1): 2}, default=0)
+    p = rasp.numerical(rasp.SequenceMap(f, rasp.tokens, rasp.indices))
+    return GeneratedProgram.of(p, ["a"], 2, source=f"rasp.numerical(rasp.SequenceMap({f!r}, rasp.tokens, rasp.indices))")
+
+
+def _repro_causal_constant() -> GeneratedProgram:
+    p = rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ),
+                       rasp.SequenceMap(Pair(), rasp.tokens, rasp.ConstantSOp([1])))
+    return GeneratedProgram.of(p, ["a"], 2, causal=True, source=(
+        "rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ), "
+        "rasp.SequenceMap(Pair(), rasp.tokens, rasp.ConstantSOp([1])))"))
+
+
+def _repro_causal_mean() -> GeneratedProgram:
+    f = Table({0: "x"}, default="y")
+    p = rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.Map(f, rasp.indices))
+    return GeneratedProgram.of(p, ["a"], 2, causal=True, source=(
+        f"rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.Map({f!r}, rasp.indices))"))
+
+
+def _repro_empty_output() -> GeneratedProgram:
+    f = Table({}, default=None)
+    return GeneratedProgram.of(rasp.Map(f, rasp.tokens), ["a"], 2, source=f"rasp.Map({f!r}, rasp.tokens)")
+
+
+def _repro_causal_empty_table() -> GeneratedProgram:
+    f = Table({}, default=None)
+    p = rasp.SequenceMap(Pair(), rasp.Map(f, rasp.tokens), rasp.tokens)
+    return GeneratedProgram.of(p, ["a"], 2, causal=True,
+                               source=f"rasp.SequenceMap(Pair(), rasp.Map({f!r}, rasp.tokens), rasp.tokens)")
+
+
+def _repro_rational_collapse() -> GeneratedProgram:
+    n = rasp.numerical(rasp.ConstantSOp([0.1 + 0.2, 0.3]))
+    p = rasp.SequenceMap(Pair(), rasp.Map(Above(0.3), n), rasp.tokens)
+    return GeneratedProgram.of(p, ["a"], 2, source=(
+        "rasp.SequenceMap(Pair(), rasp.Map(Above(0.3), rasp.numerical(rasp.ConstantSOp([0.1 + 0.2, 0.3]))), "
+        "rasp.tokens)"))
+
+
+KNOWN_BUGS: tuple[KnownBug, ...] = (
+    KnownBug(
+        "indices-both-encodings",
+        "a program reading `indices` both categorically and as rasp.numerical(rasp.indices) crashes in "
+        "lower-craft-to-tensor: both embeddings are labelled 'indices', so the residual layout has only one "
+        "of them (KeyError 'indices:0' or 'indices' in craft_to_tensor._positional)",
+        "KeyError", r"^'indices(:\d+)?'$", r"^craft_to_tensor\.py:_positional$", False, _repro_indices),
+    KnownBug(
+        "numerical-sequence-map-neuron-name",
+        "a numerical SequenceMap (or a numerical Map fused onto one) whose table gives one operand value "
+        "several different non-zero outputs crashes in lower-rasp-to-craft: lower_sequence_map names the "
+        "neuron (operand direction, output direction) and the second output value reuses the name "
+        "(AssertionError in MlpBuilder.neuron)",
+        "AssertionError", r"\[.+->.+\]$", r"^rasp_to_craft\.py:lower_sequence_map$", False, _repro_seqmap_neuron),
+    KnownBug(
+        "causal-probe-constant-length",
+        "causal=True with a ConstantSOp shorter than max_seq_len: check-causal evaluates the whole module "
+        "with the rasp interpreter on one probe input of length max_seq_len, which raises InputError "
+        "('constant ... has length k, input has n') instead of refusing or compiling",
+        "InputError", r"^constant '.*' has length \d+, input has \d+", r"^check_causal\.py:__init__$", True, _repro_causal_constant),
+    KnownBug(
+        "causal-probe-categorical-mean",
+        "causal=True with a categorical Aggregate that selects several different string (or tuple) values "
+        "on check-causal's probe input (every token = vocab[0], full length): the rasp interpreter averages "
+        "them with Fraction and raises ValueError (TypeError for tuples) before the refusal is reached",
+        "ValueError|TypeError", r"Invalid literal for Fraction|argument should be a string or a Rational",
+        r"^check_causal\.py:__init__$", True, _repro_causal_mean),
+    KnownBug(
+        "empty-output-value-set",
+        "an output s-op that is None everywhere (categorical, empty value set) fails IR verification after "
+        "lower-craft-to-tensor ('categorical readout needs at least one dim', IRError) instead of "
+        "compiling to an all-None model or raising a CompileError",
+        "IRError", r"categorical readout needs at least one dim", r"^compiler\.py:run_pipeline$", False, _repro_empty_output),
+    KnownBug(
+        "causal-probe-empty-table",
+        "causal=True with a SequenceMap or Select reading an s-op whose value set is empty (None "
+        "everywhere): check-causal's rasp-interpreter probe indexes an empty table (IndexError)",
+        "IndexError", r"out of bounds for axis \d+ with size 0", r"^check_causal\.py:__init__$", True,
+        _repro_causal_empty_table),
+    KnownBug(
+        "discretise-rational-collapse",
+        "a numerical value set holding two floats that are the same simple fraction up to rounding "
+        "(0.1 + 0.2 and 0.3; or two means of the same rational computed differently) crashes the "
+        "discretising MLP: _rational maps both to 3/10 and _step_neurons divides by hi - lo = 0 "
+        "(ZeroDivisionError)",
+        "ZeroDivisionError", r"Fraction\(", r"^rasp_to_craft\.py:_step_neurons$", False, _repro_rational_collapse),
+)
+
+
+def known_bug(gp: GeneratedProgram, outcome: "Outcome") -> Optional[KnownBug]:
+    return next((b for b in KNOWN_BUGS if b.matches(gp, outcome)), None)
+
+
+def crash_signature(err: BaseException) -> str:
+    """Class, innermost raspc function and normalised message of an unexpected exception."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    inner = next((f for f in reversed(frames) if "/raspc/" in f.filename.replace("\\", "/")), frames[-1] if frames else None)
+    where = f"{inner.filename.rsplit('/', 1)[-1]}:{inner.name}" if inner else "?"
+    return f"{type(err).__name__} in {where}: {normalise_reason(err)}"
+
+
 def describe(gp: GeneratedProgram, outcome: Outcome, limit: int = 3) -> str:
     lines = [gp.source()]
     if outcome.error is not None:
@@ -921,7 +1135,8 @@ def describe(gp: GeneratedProgram, outcome: Outcome, limit: int = 3) -> str:
 __all__ = [
     "Table", "Table2", "Pred", "Above", "Affine", "Pair", "GeneratedProgram", "Node", "Outcome", "Mismatch",
     "Chooser", "RandomChooser", "DrawChooser", "programs", "generate_program", "random_inputs", "check_program",
-    "expected_outputs", "categorical_means_ok", "normalise_reason", "describe", "compile_program",
+    "expected_outputs", "categorical_means_ok", "normalise_reason", "describe", "compile_program", "features",
+    "ALL_FEATURES", "KnownBug", "KNOWN_BUGS", "known_bug", "crash_signature",
 ]
 
 if __name__ == "__main__":  # a quick look: python tests/strategies.py [seed]

@@ -377,12 +377,18 @@ def program_to_rasp(
     if not any(isinstance(e, rasp.TokensType) for e in order) and not any(
         isinstance(e, rasp.LengthType) for e in order
     ):
-        raise CompileError("the program does not read `tokens`: its output cannot depend on the input")
+        raise CompileError(
+            "the program does not read `tokens`: its output cannot depend on the input",
+            label=_labels([program])[id(program)], source=getattr(program, "source", None),
+        )
     tracer = _Tracer(vocab, max_seq_len)
     tracer.labels = _labels(order)
     for expr in order:
         tracer.trace(expr)
     out = tracer.values[id(program)]
+    out_t = R.sop_type(out)
+    if out_t.is_categorical and not out_t.value_set:
+        raise tracer.fail(program, "the output is None at every position (its value set is empty)")
     tracer.ops.append(R.OutputOp(out))
     module = ModuleOp(tracer.ops)
     module.attributes.update(

@@ -295,12 +295,15 @@ class _Lowering:
                     by_row.setdefault((i, out), []).append(j)
                     by_col.setdefault((j, out), []).append(i)
         mlp = MlpBuilder(op.label_str)
+        def tag(src: str, d: str, v: float) -> str:
+            return f"{src}->{d}" if out_t.is_categorical else f"{src}->{v!r}"
+
         if len(by_row) <= len(by_col):
             for (i, (d, v)), js in by_row.items():
-                mlp.neuron(f"{a_dirs[i]}->{d}", {a_dirs[i]: 1.0, **{b_dirs[j]: 1.0 for j in js}}, -1.0, {d: v})
+                mlp.neuron(tag(a_dirs[i], d, v), {a_dirs[i]: 1.0, **{b_dirs[j]: 1.0 for j in js}}, -1.0, {d: v})
         else:
             for (j, (d, v)), is_ in by_col.items():
-                mlp.neuron(f"{b_dirs[j]}->{d}", {b_dirs[j]: 1.0, **{a_dirs[i]: 1.0 for i in is_}}, -1.0, {d: v})
+                mlp.neuron(tag(b_dirs[j], d, v), {b_dirs[j]: 1.0, **{a_dirs[i]: 1.0 for i in is_}}, -1.0, {d: v})
         self.mlp(mlp, [x, y], out_space, op.res)
 
     def lower_linear_sequence_map(self, op: R.LinearSequenceMapOp) -> None:

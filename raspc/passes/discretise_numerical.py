@@ -47,7 +47,7 @@ class CategoricalCopyOfNumericalOperand(RewritePattern):
         op = R.MapOp(value, R.SOpType(R.CATEGORICAL, vals), list(range(len(vals))), label,
                      producer.src_str if isinstance(producer, R.RaspOp) else None)
         op.res.name_hint = ssa_name(label)
-        rewriter.insert_op(op, InsertPoint.after(producer) if isinstance(producer, R.RaspOp) else None)
+        rewriter.insert(op, InsertPoint.after(producer) if isinstance(producer, R.RaspOp) else None)
         self.converted[value] = op.res
         return op.res
 

@@ -151,7 +151,7 @@ class ProductOfNonConjunctiveSelector(RewritePattern):
         assert isinstance(owner, R.RaspOp)
         ops, select = product_select(root, owner.label_str, owner.src_str)
         select.res.name_hint = root.name_hint
-        rewriter.insert_op([*ops, select])
+        rewriter.insert([*ops, select])
         op.operands[0] = select.res
         rewriter.notify_op_modified(op)
 
