@@ -8,6 +8,7 @@ Values are ints, floats, strings, bools, None, or tuples of those. In IR text th
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any, Iterable
 
 from xdsl.parser import AttrParser
@@ -36,6 +37,12 @@ def sorted_values(values: Iterable[Any]) -> tuple[Any, ...]:
     for v in values:
         seen.setdefault(v, v)
     return tuple(sorted(seen.values(), key=sort_key))
+
+
+def simple_fraction(x: float) -> Fraction:
+    """The simple fraction a float came from (1/3 for 0.333...), else the float's exact value."""
+    simple = Fraction(x).limit_denominator(1_000_000)
+    return simple if abs(float(simple) - x) <= 1e-12 * max(1.0, abs(x)) else Fraction(x)
 
 
 def format_value(v: Any) -> str:

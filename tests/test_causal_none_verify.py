@@ -165,3 +165,21 @@ def test_composition_scores_find_head_to_head_v_composition():
     model = compile_rasp_to_model(second, ["a", "b"], 4)
     scores = Circuits.from_module(model.module).composition_scores()
     assert any(kind == "V" and a.endswith("prev") and b.endswith("prev2") and s > 0.1 for kind, a, b, s in scores)
+
+
+# ---------------------------------------------------------------- float rounding of means
+
+
+def test_function_that_depends_on_the_last_bit_of_a_mean_of_non_integers_is_refused():
+    halves = rasp.numerical(rasp.Map(lambda t: 0.1 if t == "a" else 0.7, rasp.tokens))
+    mean = rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ), halves,
+                                         default=0)).named("mean")
+    exact_third = rasp.Map(lambda x: x == 0.3, mean).named("is_0.3")  # 0.3 = (0.1 + 0.7 + 0.1) / 3, rounding-dependent
+    with pytest.raises(UnsupportedError, match=r"is_0\.3.*float neighbour"):
+        compile_rasp_to_model(exact_third, ["a", "b"], 4)
+
+
+def test_threshold_on_a_mean_of_integers_is_exact():
+    bools = rasp.numerical(rasp.Map(lambda t: 1 if t == "a" else 0, rasp.tokens))
+    thirds = rasp.Map(lambda x: round(3 * x), lib.make_frac_prevs(bools)).named("thirds")
+    _check_exhaustive(thirds, ["a", "b"], 5)

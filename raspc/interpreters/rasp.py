@@ -29,8 +29,10 @@ def _as_number(v: Any) -> float:
 class RaspInterpreter:
     """Evaluates a rasp module on token sequences; answers match `rasp.evaluate`."""
 
-    def __init__(self, module: ModuleOp):
+    def __init__(self, module: ModuleOp, strict_constants: bool = True):
         self.module = module
+        # Tracr's ConstantSOp rejects inputs of another length; probes may relax that (None-padded).
+        self.strict_constants = strict_constants
         self.vocab: tuple[Any, ...] = module.attributes["raspc.vocab"].data  # type: ignore[union-attr]
         self.max_seq_len = module.attributes["raspc.max_seq_len"].value.data  # type: ignore[union-attr]
         outs = [op for op in module.ops if isinstance(op, R.OutputOp)]
@@ -86,9 +88,12 @@ class RaspInterpreter:
             case R.FullOp():
                 return self._const(op.res, [op.fill.data] * n, B)
             case R.ConstantOp():
-                if len(op.value.data) != n:
-                    raise InputError(f"constant '{op.label_str}' has length {len(op.value.data)}, input has {n}")
-                return self._const(op.res, list(op.value.data), B)
+                values = list(op.value.data)
+                if len(values) != n:
+                    if self.strict_constants:
+                        raise InputError(f"constant '{op.label_str}' has length {len(values)}, input has {n}")
+                    values = (values + [None] * n)[:n]
+                return self._const(op.res, values, B)
             case R.MapOp():
                 return self._apply_table(op.res, table_values(op.table), env[op.inp], op.inp, None, None)
             case R.SequenceMapOp():
@@ -127,7 +132,7 @@ class RaspInterpreter:
             idx = {v: i for i, v in enumerate(t.value_set or ())}
             arr = np.array([-1 if v is None else idx[v] for v in row], dtype=np.int64)
         else:
-            arr = np.array([float(v) for v in row], dtype=np.float64)
+            arr = np.array([0.0 if v is None else float(v) for v in row], dtype=np.float64)
         return np.broadcast_to(arr, (B, len(row))).copy()
 
     def _indices(self, v: SSAValue, arr: np.ndarray) -> np.ndarray:
@@ -170,9 +175,10 @@ class RaspInterpreter:
             chosen = vals[b][sel[b, q]]
             if (chosen == chosen[0]).all():
                 out[b, q] = remap[chosen[0]]
-            else:
+            else:  # Tracr's mean of different values: numbers only (the evaluator raises otherwise)
                 picked = [src_vals[i] for i in chosen if i >= 0]
-                mean = sum(Fraction(x) for x in picked) / len(picked) if picked else None
+                numeric = picked and all(isinstance(x, (int, float)) for x in picked)
+                mean = sum(Fraction(x) for x in picked) / len(picked) if numeric else None
                 out[b, q] = res_index.get(mean, -1) if mean is not None else -1
         return out
 

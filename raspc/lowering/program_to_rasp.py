@@ -8,6 +8,8 @@ callable is needed: the IR text alone defines the program.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from fractions import Fraction
 from typing import Any, Callable, Sequence
@@ -20,7 +22,7 @@ from xdsl.transforms.common_subexpression_elimination import CommonSubexpression
 from raspc import rasp
 from raspc.dialects import rasp as R
 from raspc.errors import CompileError, UnsupportedError, ValueSetError, VocabError
-from raspc.values import sorted_values
+from raspc.values import simple_fraction, sorted_values
 
 # Bounds on inferred value sets: past these a program would compile into an absurd model.
 MAX_CATEGORICAL_VALUES = 5_000
@@ -40,10 +42,11 @@ def ssa_name(label: str) -> str:
 def _labels(exprs: Sequence[rasp.RASPExpr]) -> dict[int, str]:
     """Unique, stable labels: the user's name, or `name_id` for unnamed expressions."""
     out: dict[int, str] = {}
-    used: set[str] = {"tokens", "indices"}
+    used: set[str] = {"tokens", "indices", "indices_numerical"}
     for e in exprs:
         if isinstance(e, (rasp.TokensType, rasp.IndicesType)):
-            out[id(e)] = e.label  # every copy of tokens/indices is the same embedding
+            # every copy of tokens/indices is the same embedding; numerical indices are another space
+            out[id(e)] = e.label if rasp.is_categorical(e) else f"{e.label}_numerical"
             continue
         base = e.label if e.name == rasp.default_name(e) else e.name
         label, k = base, 1
@@ -88,6 +91,9 @@ class _Tracer:
         self.labels: dict[int, str] = {}
         # s-ops that can be None at some position (a categorical None is "no direction active")
         self.maybe_none: set[int] = set()
+        # numerical s-ops whose last float bit depends on the evaluator's summation order
+        # (means of non-integers, and numerical functions of those)
+        self.inexact: set[int] = set()
 
     # -- helpers ---------------------------------------------------------
     def fail(self, expr: rasp.RASPExpr, message: str, cls: type[CompileError] = UnsupportedError) -> CompileError:
@@ -141,27 +147,56 @@ class _Tracer:
             raise self.fail(expr, "categorical s-op needs a finite value set", ValueSetError)
         return R.SOpType(enc, values)
 
-    def tabulate(self, expr: rasp.RASPExpr, f: Callable[..., Any], *arg_sets: Sequence[Any]) -> list[Any]:
-        import itertools
-
+    def tabulate(
+        self, expr: rasp.RASPExpr, f: Callable[..., Any], *arg_sets: Sequence[Any], inexact: Sequence[bool] = ()
+    ) -> list[Any]:
+        """f over the product of the argument sets. Arguments flagged `inexact` (numerical values
+        from means, which the evaluator rounds in summation order) must not change f's answer when
+        moved by one float step: otherwise no float model, and no value set, can follow f."""
         out = []
         for args in itertools.product(*arg_sets):
             try:
-                out.append(f(*args))
+                value = f(*args)
+                for i, flag in enumerate(inexact):
+                    x = args[i]
+                    if flag and isinstance(x, float) and not _dyadic(x):
+                        for nb in (math.nextafter(x, -math.inf), math.nextafter(x, math.inf)):
+                            if not _close(f(*args[:i], nb, *args[i + 1 :]), value):
+                                raise self.fail(
+                                    expr,
+                                    f"the function answers differently for {x!r} and its float neighbour {nb!r}; "
+                                    "this input comes from a mean of non-integers, whose last bit depends on "
+                                    "summation order, so no model can follow the function there",
+                                )
+            except CompileError:
+                raise
             except Exception as exc:  # noqa: BLE001 - any user-function failure is reported
                 shown = ", ".join(repr(a) for a in args)
                 raise self.fail(
                     expr, f"function raised {type(exc).__name__}: {exc} on input ({shown})", ValueSetError
                 ) from exc
+            out.append(value)
         return out
 
     # -- s-ops -----------------------------------------------------------
     def trace(self, expr: rasp.RASPExpr) -> None:
         self._trace(expr)
+        if self._is_inexact(expr):
+            self.inexact.add(id(expr))
         if self._can_be_none(expr):
             if isinstance(expr, rasp.SOp) and rasp.is_numerical(expr):
                 raise self.fail(expr, "a numerical s-op cannot be None (it is one number per position)")
             self.maybe_none.add(id(expr))
+
+    def _is_inexact(self, expr: rasp.RASPExpr) -> bool:
+        if not isinstance(expr, rasp.SOp) or not rasp.is_numerical(expr):
+            return False
+        if any(id(c) in self.inexact for c in expr.children):
+            return True
+        if isinstance(expr, rasp.Aggregate):
+            vals = self.value_set(expr.sop)
+            return vals is None or any(not float(v).is_integer() for v in vals)
+        return False
 
     def _can_be_none(self, expr: rasp.RASPExpr) -> bool:
         if isinstance(expr, rasp.Full):
@@ -239,7 +274,7 @@ class _Tracer:
 
     def _map(self, expr: rasp.Map, label: str, src: str | None) -> None:
         in_vals = self.finite_values(expr.inner, expr, "input")
-        outs = self.tabulate(expr, expr.f, in_vals)
+        outs = self.tabulate(expr, expr.f, in_vals, inexact=[id(expr.inner) in self.inexact])
         if rasp.is_numerical(expr) and any(o is None for o in outs):
             raise self.fail(expr, "a numerical Map returned None")
         t = self.make_type(expr, outs)
@@ -266,7 +301,7 @@ class _Tracer:
         b = self.finite_values(expr.snd, expr, "second input")
         if len(a) * len(b) > MAX_NUMERICAL_VALUES:
             raise self.fail(expr, f"input value sets {len(a)} x {len(b)} are too large to tabulate", ValueSetError)
-        outs = self.tabulate(expr, expr.f, a, b)
+        outs = self.tabulate(expr, expr.f, a, b, inexact=[id(expr.fst) in self.inexact, id(expr.snd) in self.inexact])
         if rasp.is_numerical(expr) and any(o is None for o in outs):
             raise self.fail(expr, "a numerical SequenceMap returned None")
         t = self.make_type(expr, outs)
@@ -277,7 +312,8 @@ class _Tracer:
     def _select(self, expr: rasp.Select, label: str, src: str | None) -> None:
         keys = self.finite_values(expr.keys, expr, "keys")
         queries = self.finite_values(expr.queries, expr, "queries")
-        raw = self.tabulate(expr, lambda q, k: expr.predicate(k, q), queries, keys)
+        raw = self.tabulate(expr, lambda q, k: expr.predicate(k, q), queries, keys,
+                            inexact=[id(expr.queries) in self.inexact, id(expr.keys) in self.inexact])
         comparison = expr.predicate.name if isinstance(expr.predicate, rasp.Comparison) else None
         table = [1 if r else 0 for r in raw]
         self.emit(expr, R.SelectOp(self.values[id(expr.keys)], self.values[id(expr.queries)], table, label, src,
@@ -308,6 +344,19 @@ class _Tracer:
         self.emit(expr, R.SelectorWidthOp(self.values[id(expr.selector)], t, label, src))
 
 
+def _close(a: Any, b: Any) -> bool:
+    """Equal, or numbers within float rounding (a continuous function may move by an ulp)."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    return a == b
+
+
+def _dyadic(x: float) -> bool:
+    """True when x is exactly the simple fraction it looks like (0.5, 3.0), not a rounding of one (1/3)."""
+    d = simple_fraction(x).denominator
+    return d & (d - 1) == 0
+
+
 def _never_empty(sel: rasp.Selector) -> bool:
     """True when every query provably selects at least one key."""
     if isinstance(sel, rasp.Select) and sel.predicate is rasp.Comparison.TRUE:
@@ -331,7 +380,7 @@ def _possible_means(values: Sequence[Any], max_width: int, bound: int) -> list[f
 
     Tracr records only 1/n here and so mis-sizes every numerical step after a mean.
     """
-    fracs = sorted({Fraction(v) for v in values})
+    fracs = sorted({simple_fraction(float(v)) for v in values})
     sums = {Fraction(0)}
     means: set[Fraction] = set()
     for n in range(1, max_width + 1):

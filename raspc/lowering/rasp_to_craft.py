@@ -43,6 +43,7 @@ from raspc.dialects import rasp as R
 from raspc.dialects.rasp import table_values
 from raspc.errors import UnsupportedError
 from raspc.passes.product_selectors import is_conjunction, selector_leaves
+from raspc.values import simple_fraction
 
 Weights = dict[tuple[str, str], float]
 
@@ -110,14 +111,17 @@ class MlpBuilder:
         return self.hidden, self.w_in, self.b_in, self.w_out, uses_gate
 
 
-def _rational(x: float) -> Fraction:
-    """The simple fraction a float came from (1/3 for 0.333...), so weights print as 30.0, not 29.99..."""
-    simple = Fraction(x).limit_denominator(1_000_000)
-    return simple if abs(float(simple) - x) <= 1e-12 * max(1.0, abs(x)) else Fraction(x)
+# Neighbouring values closer than this (relative) cannot be told apart by a float32 ramp.
+MIN_RELATIVE_GAP = 1e-5
 
 
 def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: Fraction, hi: Fraction, delta_out: dict[str, float], tag: str) -> None:
     """Adds delta_out * clamp((x - lo) / (hi - lo), 0, 1): 0 at x <= lo, delta_out at x >= hi."""
+    if hi - lo <= MIN_RELATIVE_GAP * max(1, abs(lo), abs(hi)):
+        raise UnsupportedError(
+            f"'{x_dir}' takes values {float(lo)!r} and {float(hi)!r}, which a float32 transformer cannot tell "
+            f"apart, but '{mlp.label}' maps them differently"
+        )
     slope = 1 / (hi - lo)
     mlp.neuron(f"{tag}>", {x_dir: float(slope)}, float(-lo * slope), dict(delta_out))
     mlp.neuron(f"{tag}<", {x_dir: float(slope)}, float(-hi * slope), {k: -v for k, v in delta_out.items()})
@@ -135,7 +139,7 @@ def discretising_mlp(
         delta = {d: after.get(d, 0.0) - before.get(d, 0.0) for d in set(before) | set(after)}
         delta = {d: v for d, v in sorted(delta.items()) if v != 0.0}
         if delta:
-            _step_neurons(mlp, x_dir, _rational(float(xs[i])), _rational(float(xs[i + 1])), delta, f"{i}")
+            _step_neurons(mlp, x_dir, simple_fraction(float(xs[i])), simple_fraction(float(xs[i + 1])), delta, f"{i}")
 
 
 # --------------------------------------------------------------------------- the lowering
@@ -196,7 +200,7 @@ class _Lowering:
                 t = R.sop_type(op.res)
                 self.emit(C.EmbedOp("tokens", craft_type("tokens", t)), op.res)
             case R.IndicesOp():
-                self.emit(C.EmbedOp("indices", craft_type("indices", R.sop_type(op.res))), op.res)
+                self.emit(C.EmbedOp("indices", craft_type(op.label_str, R.sop_type(op.res))), op.res)
             case R.FullOp():
                 self.positional(op, [op.fill.data] * self.max_seq_len)
             case R.ConstantOp():
