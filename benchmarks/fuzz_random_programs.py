@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from strategies import (  # noqa: E402
     ALL_FEATURES,
+    KNOWN_BUGS,
+    REGRESSIONS,
     GeneratedProgram,
     Outcome,
     check_program,
@@ -42,12 +44,14 @@ def _seed_rng(seed: int, i: int, what: str) -> random.Random:
 
 
 def failure_key(gp: GeneratedProgram, outcome: Outcome) -> Optional[str]:
+    if outcome.status not in ("crashed", "mismatch"):
+        return None
+    bug = known_bug(gp, outcome)
+    if bug is not None:
+        return f"known bug {bug.id} ({outcome.status})"
     if outcome.status == "crashed":
-        bug = known_bug(gp, outcome)
-        return f"known bug {bug.id}" if bug else crash_signature(outcome.error)  # type: ignore[arg-type]
-    if outcome.status == "mismatch":
-        return "mismatch"
-    return None
+        return "crash: " + crash_signature(outcome.error)  # type: ignore[arg-type]
+    return "mismatch"
 
 
 def shrink(gp: GeneratedProgram, outcome: Outcome, inputs: list[list[Any]], rng: random.Random
@@ -114,7 +118,8 @@ def run(args: argparse.Namespace) -> str:
         if args.time_limit and time.time() - t0 > args.time_limit:
             break
         tried += 1
-        gp = generate_program(_seed_rng(args.seed, i, "program"), max_depth=args.max_depth)
+        gp = generate_program(_seed_rng(args.seed, i, "program"), max_depth=args.max_depth,
+                              max_seq_len=args.max_seq_len)
         inputs = random_inputs(gp, _seed_rng(args.seed, i, "inputs"), args.inputs)
         outcome = check_program(gp, inputs)
         status[outcome.status] += 1
@@ -146,15 +151,17 @@ def run(args: argparse.Namespace) -> str:
     shrink_time = time.time() - t0 - elapsed
 
     compiled = status["ok"] + status["mismatch"]
+    known_hits = sum(len(cases) for key, cases in failures.items() if key.startswith("known bug "))
     lines = [
         "# Random-program fuzz run",
         "",
         f"`python benchmarks/fuzz_random_programs.py --programs {args.programs} --seed {args.seed} "
-        f"--max-depth {args.max_depth} --inputs {args.inputs}`"
+        f"--max-depth {args.max_depth} --max-seq-len {args.max_seq_len} --inputs {args.inputs}`"
         + (f" (time limit {args.time_limit:g} s)" if args.time_limit else ""),
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}. "
-        "Programs: tests/strategies.py (`generate_program`), 2-4 tokens, max_seq_len 2-6, ~15% causal.",
+        f"Programs: tests/strategies.py (`generate_program`), 2-4 tokens, max_seq_len 2-{args.max_seq_len}, "
+        "~15% compiled with causal=True. Numerical outputs are compared with rel/abs tolerance 1e-4.",
         "",
         "| | count |",
         "| --- | ---: |",
@@ -163,6 +170,7 @@ def run(args: argparse.Namespace) -> str:
         f"| refused (CompileError) | {status['refused']} |",
         f"| crashed (any other exception: compiler bug) | {status['crashed']} |",
         f"| programs with a mismatch (compiler bug) | {status['mismatch']} |",
+        f"| crashes + mismatches that are known bugs (KNOWN_BUGS) | {known_hits} |",
         f"| inputs checked against rasp.evaluate | {checked} |",
         f"| inputs skipped (evaluator raised, or a categorical mean of different values) | {skipped} |",
         f"| compiled programs with no checkable input | {compiled_without_inputs} |",
@@ -192,6 +200,15 @@ def run(args: argparse.Namespace) -> str:
             lines += [f"Input `{m.input!r}`: expected `{m.expected!r}`, got `{m.got!r}`.", "",
                       f"Per-pass verification: {culprit_pass(small)}"]
         lines += ["", "```python", small.script(), "```", ""]
+    lines += ["## Known bugs (tests/strategies.py KNOWN_BUGS) and their hits in this run", ""]
+    for bug in KNOWN_BUGS:
+        hits = sum(len(c) for k, c in failures.items() if k.startswith(f"known bug {bug.id} "))
+        repro = bug.reproducer()
+        lines += [f"- **{bug.id}** ({hits} programs here): {bug.summary}. Reproducer "
+                  f"(vocab={repro.vocab!r}, max_seq_len={repro.max_seq_len}, causal={repro.causal}): "
+                  f"`{repro.nodes[repro.root].code}`"]
+    lines += ["", "Fixed since found (tests/strategies.py REGRESSIONS, each a test): "
+              + ", ".join(name for name, _ in REGRESSIONS), ""]
     lines += ["## Coverage (programs containing each primitive: all generated / compiled)", "",
               "| primitive | generated | compiled |", "| --- | ---: | ---: |"]
     for f in sorted(ALL_FEATURES | set(coverage)):
@@ -207,13 +224,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--programs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-depth", type=int, default=6)
+    ap.add_argument("--max-seq-len", type=int, default=6, help="max_seq_len is drawn from 2..this")
     ap.add_argument("--inputs", type=int, default=20, help="random inputs per program")
     ap.add_argument("--time-limit", type=float, default=0.0, help="stop generating after this many seconds")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz.md")
+    ap.add_argument("--append", action="store_true", help="append the report to --out instead of replacing it")
+    ap.add_argument("--title", default="", help="a heading for this run (e.g. when appending)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     report = run(args)
+    if args.title:
+        report = report.replace("# Random-program fuzz run", f"# Random-program fuzz run: {args.title}", 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and args.out.exists():
+        report = args.out.read_text().rstrip("\n") + "\n\n---\n\n" + report
     args.out.write_text(report)
     print(report)
     return 0

@@ -125,9 +125,14 @@ def measure_point(program: str, vocab: list[Any], msl: int, runs: int, tracr: bo
             t["compile_first_s"], t["compile_more_s"] = first, more
             t["compile_s"] = C.median(more) if more else first
             t.update(C.tracr_structure(model))
+            runner = C.TracrRunner(model)
+            try:
+                with C.time_limit(tracr_budget):
+                    t["forward_ms"] = C.median(runner.forward_ms(C.tracr_ids(model, batch), 5 if runs > 1 else 1))
+            except C.TimeLimit:
+                t["forward_skipped"] = f"forward timing stopped after {tracr_budget:.0f} s"
             got = None
             if tracr_acc:
-                runner = C.TracrRunner(model)
                 prog = C.build(call, tlib, trasp)
                 expected = [trasp.evaluate(prog, x) for x in inputs]
                 t0 = time.perf_counter()
@@ -246,8 +251,9 @@ def table(points: list[dict[str, Any]], kind: str, tracr: bool) -> list[str]:
             "| fwd ms/64 | acc |")
     sep = "|---|---|---|---|---|---|---|---|---|---|"
     if tracr:
-        head += " Tracr compile s | Tracr resid | Tracr MLP hidden real (sum) [cfg per layer] | Tracr params (nonzero) | Tracr acc |"
-        sep += "---|---|---|---|---|"
+        head += (" Tracr compile s | Tracr resid | Tracr MLP hidden real (sum) [cfg per layer] | Tracr params (nonzero) "
+                 "| Tracr fwd ms/64 (jit) | Tracr acc |")
+        sep += "---|---|---|---|---|---|"
     out = [head, sep]
     notes: list[str] = []
     for p in points:
@@ -266,6 +272,7 @@ def table(points: list[dict[str, Any]], kind: str, tracr: bool) -> list[str]:
                 f" {cell(t, 'compile_s', lambda x: f'{x:.2f}')} | {cell(t, 'residual_width')} "
                 f"| {cell(t, 'mlp_hidden_per_layer', lambda x: tracr_mlp_str(t))} "
                 f"| {cell(t, 'params', lambda x: params_str(t))} "
+                f"| {cell(t, 'forward_ms', lambda x: f'{x:.2f}')} "
                 f"| {cell(t, 'seq_acc', lambda x: f'{x:.2f}')} |"
             )
         out.append(row)
@@ -274,13 +281,42 @@ def table(points: list[dict[str, Any]], kind: str, tracr: bool) -> list[str]:
                 notes.append(f"- {p['program']} {size_col} {size}, {who}: {m['skipped']}")
             if "error" in m:
                 notes.append(f"- {p['program']} {size_col} {size}, {who}: `{m['error']}`")
-            if m.get("accuracy_skipped"):
-                notes.append(f"- {p['program']} {size_col} {size}, {who}: {m['accuracy_skipped']}")
+            for k in ("accuracy_skipped", "forward_skipped"):
+                if m.get(k):
+                    notes.append(f"- {p['program']} {size_col} {size}, {who}: {m[k]}")
             if m.get("wrong_examples") and who == "raspc":
                 w = m["wrong_examples"][0]
                 notes.append(f"- {p['program']} {size_col} {size}, raspc WRONG: input {w['input']!r} "
                              f"expected {w['expected']!r} got {w['got']!r}")
     return out + ([""] + notes if notes else [])
+
+
+def worse_than_tracr(points: list[dict[str, Any]], kind: str) -> list[str]:
+    """Points where raspc's model is bigger, its compile or forward pass >10% slower, or it fails
+    where Tracr compiles."""
+    out = []
+    for p in points:
+        r, t = p["raspc"], p.get("tracr") or {}
+        size = p["max_seq_len"] if kind == "msl" else p["vocab_size"]
+        where = f"{p['program']} {'max_seq_len' if kind == 'msl' else 'vocab'} {size}"
+        if "error" in r and "params" in t:
+            out.append(f"- {where}: raspc fails (`{r['error'][:90]}...`), Tracr compiles "
+                       f"(resid {t['residual_width']}, {t['params']} params)")
+            continue
+        if "params" not in r or "params" not in t:
+            continue
+        items = []
+        for key, label in (("layers", "layers"), ("residual_width", "resid"), ("params", "params"),
+                           ("nonzero_params", "nonzero params")):
+            if r[key] > t[key]:
+                items.append(f"{label} {r[key]} vs {t[key]}")
+        if r["compile_s"] > 1.1 * t["compile_s"]:
+            items.append(f"compile {r['compile_s']:.2f} s vs {t['compile_s']:.2f} s")
+        if "forward_ms" in t and r["forward_ms"] > 1.1 * t["forward_ms"]:
+            items.append(f"forward {r['forward_ms']:.2f} vs {t['forward_ms']:.2f} ms/64")
+        if items:
+            out.append(f"- {where}: " + "; ".join(items))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f"{runs - 1} further runs after the first" if runs > 1 else "1 run")
         + " when the first took < 2 s, else the first run (the first compile of a program in the process; "
         "for Tracr that includes JAX tracing its new shapes). fwd = onnxruntime on a batch of "
-        f"{BATCH} full-length sequences."
+        f"{BATCH} full-length sequences (Tracr: jax.jit of its forward on the same batch)."
     )
     if has_tracr:
         lines.append(f"Tracr: tracr-pypi {info}; Tracr accuracy measured for {', '.join(TRACR_ACCURACY_PROGRAMS)} "
@@ -360,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"## vs vocabulary size (max_seq_len {VOCAB_SWEEP_MSL})",
                   "", "(vocab: the ints 0..V-1; shuffle_dyck2: the 4 brackets and V-4 filler tokens)",
                   ""] + table(results["vocab"], "vocab", has_tracr)
+    if has_tracr:
+        worse = [w for kind, pts in results.items() for w in worse_than_tracr(pts, kind)]
+        lines += ["", "## Where raspc is worse than Tracr (sizes: any excess; times: more than 10% slower)", ""]
+        lines += worse or ["- nowhere"]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

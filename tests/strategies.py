@@ -5,11 +5,13 @@ strategy (its chooser draws from hypothesis, so failures shrink); `generate_prog
 is its seeded twin for `benchmarks/fuzz_random_programs.py`.
 
 A generated program is a `GeneratedProgram`: the rasp s-op, its vocabulary (2-4 ints or strings),
-max_seq_len (2-6), a causal flag, and its source as Python (`repr` shows it; `.script()` is an
-executable reproducer). Every random function is a small picklable object with a readable repr
-(`Table`, `Table2`, `Pred`, `Above`, `Affine`, `Pair`), never a lambda.
+max_seq_len (2-6 by default), a causal flag, and its source as Python (`repr` shows it; `.script()` is
+an executable reproducer). Every random function is a small picklable object with a readable repr
+(`Table`, `Table2`, `Pred`, `Above`, `Affine`, `Pair`), never a lambda. Programs are DAGs (sub-s-ops
+are reused) of depth at most `max_depth` (one more when the program had to be made to read tokens),
+built top-down under a node budget so value sets, and so models, stay small.
 
-Coverage (all reachable at every depth up to `max_depth`):
+Coverage (`features(gp)` names what a program contains; `ALL_FEATURES` is the full list):
 
 - leaves: tokens, indices, length, Full, ConstantSOp (check_length=True, so only inputs of its
   length evaluate; `random_inputs` favours those lengths), numerical indices / Full / ConstantSOp;
@@ -30,7 +32,9 @@ Coverage (all reachable at every depth up to `max_depth`):
 - SelectorWidth, categorical and numerical;
 - causal=True for some programs (the compiler must then equal `rasp.evaluate` or refuse).
 
-`check_program` is the property itself, shared by the test and the fuzz script.
+`check_program` is the property itself, shared by the test and the fuzz script. `KNOWN_BUGS` lists
+the compiler bugs found and not yet fixed (recognised by their exact symptom); `REGRESSIONS` the
+reproducers of those already fixed.
 """
 
 from __future__ import annotations
@@ -341,9 +345,10 @@ def _possible_means(values: Sequence[Any], max_width: int, bound: int) -> Option
 
 
 class _Generator:
-    def __init__(self, c: Chooser, max_depth: int):
+    def __init__(self, c: Chooser, max_depth: int, max_seq_len: int = 6):
         self.c = c
         self.max_depth = max(1, max_depth)
+        self.max_len_bound = max(2, max_seq_len)
         self.nodes: dict[str, Node] = {}
         self.order: list[str] = []
         self.counter = 0
@@ -385,7 +390,7 @@ class _Generator:
         base = c.choice(pool)
         n = c.integer(2, 4)
         self.vocab = list(base[:n])
-        self.max_seq_len = c.integer(2, 6)
+        self.max_seq_len = c.integer(2, self.max_len_bound)
         self.causal = c.chance(15)
         L = self.max_seq_len
         self.nodes["rasp.tokens"] = Node("rasp.tokens", rasp.tokens, "rasp.tokens", (), False, CAT,
@@ -764,18 +769,19 @@ class _Generator:
         return gp.with_root(root)
 
 
-def generate_program(rng: random.Random | Chooser, max_depth: int = 6) -> GeneratedProgram:
-    """A random program from a seeded `random.Random` (or any Chooser)."""
+def generate_program(rng: random.Random | Chooser, max_depth: int = 6, max_seq_len: int = 6) -> GeneratedProgram:
+    """A random program from a seeded `random.Random` (or any Chooser); max_seq_len is drawn from
+    2..`max_seq_len`."""
     chooser = rng if isinstance(rng, Chooser) else RandomChooser(rng)
-    return _Generator(chooser, max_depth).generate()
+    return _Generator(chooser, max_depth, max_seq_len).generate()
 
 
-def programs(max_depth: int = 6):
+def programs(max_depth: int = 6, max_seq_len: int = 6):
     """Hypothesis strategy of `GeneratedProgram`s (readable repr: the program's source)."""
 
     @st.composite
     def _programs(draw):
-        return _Generator(DrawChooser(draw), max_depth).generate()
+        return _Generator(DrawChooser(draw), max_depth, max_seq_len).generate()
 
     return _programs()
 
@@ -986,127 +992,108 @@ ALL_FEATURES = frozenset({
 @dataclass(frozen=True)
 class KnownBug:
     """A compiler bug the random programs find, recognised by its exact symptom so the property
-    test stays honest about everything else. Remove the entry once the bug is fixed (its strict
-    xfail test in tests/test_random_programs.py then starts passing and fails the suite)."""
+    test stays honest about everything else. Once fixed, move its reproducer to REGRESSIONS (its
+    test in tests/test_random_programs.py fails until then, saying so).
+
+    A crash is recognised by exception class, message and a traceback frame ("file.py:function");
+    a mismatch by `explains(gp, mismatch)`, which must hold for every mismatching input."""
 
     id: str
     summary: str
-    error: str  # regex matching the exception's class name
-    message: str  # regex searched in str(error)
-    frame: str  # regex that some traceback frame's "file.py:function" must match
-    causal_only: bool
     reproducer: Callable[[], GeneratedProgram]
-    inputs: tuple = ()
+    error: str = ""  # regex matching the exception's class name (crashes)
+    message: str = ""  # regex searched in str(error)
+    frame: str = ""  # regex that some traceback frame's "file.py:function" must match
+    causal_only: bool = False
+    explains: Optional[Callable[[GeneratedProgram, "Mismatch"], bool]] = None  # (mismatches)
 
     def matches(self, gp: GeneratedProgram, outcome: "Outcome") -> bool:
         import traceback
 
-        err = outcome.error
-        if outcome.status != "crashed" or err is None or not re.fullmatch(self.error, type(err).__name__):
-            return False
         if self.causal_only and not gp.causal:
             return False
-        if not re.search(self.message, str(err)):
+        if outcome.status == "mismatch":
+            return self.explains is not None and all(self.explains(gp, m) for m in outcome.mismatches)
+        err = outcome.error
+        if outcome.status != "crashed" or err is None or not self.error:
+            return False
+        if not re.fullmatch(self.error, type(err).__name__) or not re.search(self.message, str(err)):
             return False
         frames = traceback.extract_tb(err.__traceback__)
         return any(re.search(self.frame, f"{f.filename.replace(chr(92), '/').rsplit('/', 1)[-1]}:{f.name}")
                    for f in frames)
 
 
-def _repro_indices() -> GeneratedProgram:
-    p = rasp.SequenceMap(Pair(), rasp.tokens, rasp.SequenceMap(Pair(), rasp.indices, rasp.numerical(rasp.indices)))
-    return GeneratedProgram.of(p, ["a"], 2, source="rasp.SequenceMap(Pair(), rasp.tokens, "
-                               "rasp.SequenceMap(Pair(), rasp.indices, rasp.numerical(rasp.indices)))")
+def _values_at(expr: rasp.RASPExpr, xs: Sequence[Any]) -> Optional[list]:
+    try:
+        return rasp.evaluate(expr, xs)
+    except Exception:  # noqa: BLE001
+        return None
 
 
-def _repro_seqmap_neuron() -> GeneratedProgram:
-    f = Table2({("a", 0): 1, ("a", 1): 2}, default=0)
-    p = rasp.numerical(rasp.SequenceMap(f, rasp.tokens, rasp.indices))
-    return GeneratedProgram.of(p, ["a"], 2, source=f"rasp.numerical(rasp.SequenceMap({f!r}, rasp.tokens, rasp.indices))")
+def _repro_width_precision() -> GeneratedProgram:
+    return _gp("rasp.numerical(rasp.Map(Table({5: 3}, default=0), "
+               "rasp.SelectorWidth(rasp.Select(rasp.length, rasp.length, rasp.Comparison.EQ))))", ["a"], 6)
 
 
-def _repro_causal_constant() -> GeneratedProgram:
-    p = rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ),
-                       rasp.SequenceMap(Pair(), rasp.tokens, rasp.ConstantSOp([1])))
-    return GeneratedProgram.of(p, ["a"], 2, causal=True, source=(
+def _repro_causal_empty_select() -> GeneratedProgram:
+    f = Table({}, default=None)
+    p = rasp.Aggregate(rasp.Select(rasp.indices, rasp.Map(f, rasp.tokens), rasp.Comparison.EQ), rasp.tokens,
+                       default="a")
+    return GeneratedProgram.of(p, ["a", "b"], 3, causal=True, source=(
+        f"rasp.Aggregate(rasp.Select(rasp.indices, rasp.Map({f!r}, rasp.tokens), rasp.Comparison.EQ), "
+        "rasp.tokens, default='a')"))
+
+
+def _repro_none_through_lsm() -> GeneratedProgram:
+    f, g = Table({0: 0}, default=None), Table({0: 0, 1: 0}, default=0)
+    s = rasp.LinearSequenceMap(rasp.Map(f, rasp.tokens), rasp.tokens, 1, 1)
+    p = rasp.numerical(rasp.Map(g, s))
+    return GeneratedProgram.of(p, [0, 1], 2, source=(
+        f"rasp.numerical(rasp.Map({g!r}, rasp.LinearSequenceMap(rasp.Map({f!r}, rasp.tokens), rasp.tokens, 1, 1)))"))
+
+
+KNOWN_BUGS: tuple[KnownBug, ...] = ()
+
+
+# Bugs the random programs found that are fixed: each reproducer must compile exactly or be refused.
+REGRESSIONS: tuple[tuple[str, Callable[[], GeneratedProgram]], ...] = (
+    ("indices-both-encodings", lambda: _gp(
+        "rasp.SequenceMap(Pair(), rasp.tokens, rasp.SequenceMap(Pair(), rasp.indices, rasp.numerical(rasp.indices)))",
+        ["a"], 2)),
+    ("indices-both-encodings-aggregate", lambda: _gp(
+        "rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, rasp.tokens, Pred([(0, 'x'), (1, 'x'), (3, 'x'), "
+        "(0, 'y'), (1, 'y'), (2, 'y')])), rasp.numerical(rasp.indices), default=-1))", ["x", "y"], 4)),
+    ("numerical-sequence-map-neuron-name", lambda: _gp(
+        "rasp.numerical(rasp.SequenceMap(Table2({('a', 0): 1, ('a', 1): 2}, default=0), rasp.tokens, rasp.indices))",
+        ["a"], 2)),
+    ("numerical-map-fused-onto-sequence-map", lambda: _gp(
+        "rasp.numerical(rasp.Map(Table({2: 1, 1: -1, 0: 0.5, -1: -1, -2: 1, -3: -1, 4: 0.5, 3: 0.5, 6: -2, 5: 3}, "
+        "default=-2), rasp.LinearSequenceMap(rasp.tokens, rasp.indices, 2, -1)))", [1, 2, 3], 6)),
+    ("causal-probe-constant-length", lambda: _gp(
         "rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ), "
-        "rasp.SequenceMap(Pair(), rasp.tokens, rasp.ConstantSOp([1])))"))
-
-
-def _repro_causal_mean() -> GeneratedProgram:
-    f = Table({0: "x"}, default="y")
-    p = rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.Map(f, rasp.indices))
-    return GeneratedProgram.of(p, ["a"], 2, causal=True, source=(
-        f"rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.Map({f!r}, rasp.indices))"))
-
-
-def _repro_empty_output() -> GeneratedProgram:
-    f = Table({}, default=None)
-    return GeneratedProgram.of(rasp.Map(f, rasp.tokens), ["a"], 2, source=f"rasp.Map({f!r}, rasp.tokens)")
-
-
-def _repro_causal_empty_table() -> GeneratedProgram:
-    f = Table({}, default=None)
-    p = rasp.SequenceMap(Pair(), rasp.Map(f, rasp.tokens), rasp.tokens)
-    return GeneratedProgram.of(p, ["a"], 2, causal=True,
-                               source=f"rasp.SequenceMap(Pair(), rasp.Map({f!r}, rasp.tokens), rasp.tokens)")
-
-
-def _repro_rational_collapse() -> GeneratedProgram:
-    n = rasp.numerical(rasp.ConstantSOp([0.1 + 0.2, 0.3]))
-    p = rasp.SequenceMap(Pair(), rasp.Map(Above(0.3), n), rasp.tokens)
-    return GeneratedProgram.of(p, ["a"], 2, source=(
+        "rasp.SequenceMap(Pair(), rasp.tokens, rasp.ConstantSOp([1])))", ["a"], 2, causal=True)),
+    ("causal-probe-categorical-mean", lambda: _gp(
+        "rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), "
+        "rasp.Map(Table({0: 'x'}, default='y'), rasp.indices))", ["a"], 2, causal=True)),
+    ("empty-output-value-set", lambda: _gp("rasp.Map(Table({}, default=None), rasp.tokens)", ["a"], 2)),
+    ("causal-probe-empty-sequence-map", lambda: _gp(
+        "rasp.SequenceMap(Pair(), rasp.Map(Table({}, default=None), rasp.tokens), rasp.tokens)", ["a"], 2,
+        causal=True)),
+    ("discretise-rational-collapse", lambda: _gp(
         "rasp.SequenceMap(Pair(), rasp.Map(Above(0.3), rasp.numerical(rasp.ConstantSOp([0.1 + 0.2, 0.3]))), "
-        "rasp.tokens)"))
-
-
-KNOWN_BUGS: tuple[KnownBug, ...] = (
-    KnownBug(
-        "indices-both-encodings",
-        "a program reading `indices` both categorically and as rasp.numerical(rasp.indices) crashes in "
-        "lower-craft-to-tensor: both embeddings are labelled 'indices', so the residual layout has only one "
-        "of them (KeyError 'indices:0' or 'indices' in craft_to_tensor._positional)",
-        "KeyError", r"^'indices(:\d+)?'$", r"^craft_to_tensor\.py:_positional$", False, _repro_indices),
-    KnownBug(
-        "numerical-sequence-map-neuron-name",
-        "a numerical SequenceMap (or a numerical Map fused onto one) whose table gives one operand value "
-        "several different non-zero outputs crashes in lower-rasp-to-craft: lower_sequence_map names the "
-        "neuron (operand direction, output direction) and the second output value reuses the name "
-        "(AssertionError in MlpBuilder.neuron)",
-        "AssertionError", r"\[.+->.+\]$", r"^rasp_to_craft\.py:lower_sequence_map$", False, _repro_seqmap_neuron),
-    KnownBug(
-        "causal-probe-constant-length",
-        "causal=True with a ConstantSOp shorter than max_seq_len: check-causal evaluates the whole module "
-        "with the rasp interpreter on one probe input of length max_seq_len, which raises InputError "
-        "('constant ... has length k, input has n') instead of refusing or compiling",
-        "InputError", r"^constant '.*' has length \d+, input has \d+", r"^check_causal\.py:__init__$", True, _repro_causal_constant),
-    KnownBug(
-        "causal-probe-categorical-mean",
-        "causal=True with a categorical Aggregate that selects several different string (or tuple) values "
-        "on check-causal's probe input (every token = vocab[0], full length): the rasp interpreter averages "
-        "them with Fraction and raises ValueError (TypeError for tuples) before the refusal is reached",
-        "ValueError|TypeError", r"Invalid literal for Fraction|argument should be a string or a Rational",
-        r"^check_causal\.py:__init__$", True, _repro_causal_mean),
-    KnownBug(
-        "empty-output-value-set",
-        "an output s-op that is None everywhere (categorical, empty value set) fails IR verification after "
-        "lower-craft-to-tensor ('categorical readout needs at least one dim', IRError) instead of "
-        "compiling to an all-None model or raising a CompileError",
-        "IRError", r"categorical readout needs at least one dim", r"^compiler\.py:run_pipeline$", False, _repro_empty_output),
-    KnownBug(
-        "causal-probe-empty-table",
-        "causal=True with a SequenceMap or Select reading an s-op whose value set is empty (None "
-        "everywhere): check-causal's rasp-interpreter probe indexes an empty table (IndexError)",
-        "IndexError", r"out of bounds for axis \d+ with size 0", r"^check_causal\.py:__init__$", True,
-        _repro_causal_empty_table),
-    KnownBug(
-        "discretise-rational-collapse",
-        "a numerical value set holding two floats that are the same simple fraction up to rounding "
-        "(0.1 + 0.2 and 0.3; or two means of the same rational computed differently) crashes the "
-        "discretising MLP: _rational maps both to 3/10 and _step_neurons divides by hi - lo = 0 "
-        "(ZeroDivisionError)",
-        "ZeroDivisionError", r"Fraction\(", r"^rasp_to_craft\.py:_step_neurons$", False, _repro_rational_collapse),
+        "rasp.tokens)", ["a"], 2)),
+    ("causal-probe-empty-select", _repro_causal_empty_select),
+    ("none-through-categorical-linear-sequence-map", _repro_none_through_lsm),
+    ("selector-width-inexact-one-hot", _repro_width_precision),
 )
+
+
+def _gp(source: str, vocab: Sequence[Any], max_seq_len: int, causal: bool = False) -> GeneratedProgram:
+    """A GeneratedProgram from one expression written with rasp and this module's functions."""
+    env = {"rasp": rasp, "Table": Table, "Table2": Table2, "Pred": Pred, "Above": Above, "Affine": Affine,
+           "Pair": Pair}
+    return GeneratedProgram.of(eval(source, env), vocab, max_seq_len, causal, source)  # noqa: S307 - our own text
 
 
 def known_bug(gp: GeneratedProgram, outcome: "Outcome") -> Optional[KnownBug]:
@@ -1136,7 +1123,7 @@ __all__ = [
     "Table", "Table2", "Pred", "Above", "Affine", "Pair", "GeneratedProgram", "Node", "Outcome", "Mismatch",
     "Chooser", "RandomChooser", "DrawChooser", "programs", "generate_program", "random_inputs", "check_program",
     "expected_outputs", "categorical_means_ok", "normalise_reason", "describe", "compile_program", "features",
-    "ALL_FEATURES", "KnownBug", "KNOWN_BUGS", "known_bug", "crash_signature",
+    "ALL_FEATURES", "KnownBug", "KNOWN_BUGS", "REGRESSIONS", "known_bug", "crash_signature",
 ]
 
 if __name__ == "__main__":  # a quick look: python tests/strategies.py [seed]

@@ -81,12 +81,20 @@ def test_known_bug_reproducer(bug: S.KnownBug) -> None:
     gp = bug.reproducer()
     outcome = S.check_program(gp, S.random_inputs(gp, random.Random(0), 10))
     if outcome.status in ("ok", "refused"):
-        pytest.fail(f"known bug '{bug.id}' no longer reproduces ({outcome.status}): delete its KNOWN_BUGS entry "
-                    "in tests/strategies.py so the property test checks these programs again")
+        pytest.fail(f"known bug '{bug.id}' no longer reproduces ({outcome.status}): move it from KNOWN_BUGS to "
+                    "REGRESSIONS in tests/strategies.py so the property test checks these programs again")
     assert bug.matches(gp, outcome), (
         f"the reproducer of '{bug.id}' now fails differently; update KNOWN_BUGS:\n{S.describe(gp, outcome)}"
     )
     pytest.xfail(f"{bug.id}: {bug.summary}")
+
+
+@pytest.mark.parametrize("make", [r for _, r in S.REGRESSIONS], ids=[n for n, _ in S.REGRESSIONS])
+def test_fixed_bug_stays_fixed(make) -> None:
+    """Programs the fuzzer once broke the compiler with: now exact, or refused with a CompileError."""
+    gp = make()
+    outcome = S.check_program(gp, S.random_inputs(gp, random.Random(0), 10))
+    assert outcome.status in ("ok", "refused"), S.describe(gp, outcome)
 
 
 # --------------------------------------------------------------------------- the generator and the checker

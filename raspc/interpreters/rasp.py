@@ -107,6 +107,8 @@ class RaspInterpreter:
                 )
                 ki, qi = self._indices(op.keys, keys), self._indices(op.queries, queries)
                 valid = (ki >= 0)[:, None, :] & (qi >= 0)[:, :, None]
+                if table.size == 0:  # keys or queries are None everywhere: nothing is selected
+                    return valid
                 return table[np.maximum(qi, 0)[:, :, None], np.maximum(ki, 0)[:, None, :]] & valid
             case R.SelectorAndOp():
                 return env[op.fst] & env[op.snd]

@@ -203,7 +203,7 @@ class _Tracer:
             return expr.fill is None
         if isinstance(expr, rasp.ConstantSOp):
             return any(v is None for v in expr.value)
-        if isinstance(expr, (rasp.Map, rasp.SequenceMap)) and not isinstance(expr, rasp.LinearSequenceMap):
+        if isinstance(expr, (rasp.Map, rasp.SequenceMap)):
             inputs = [expr.inner] if isinstance(expr, rasp.Map) else [expr.fst, expr.snd]
             none_in = [i for i in inputs if id(i) in self.maybe_none]
             if none_in and rasp.is_numerical(expr):
@@ -212,8 +212,8 @@ class _Tracer:
                     f"input '{self.labels[id(none_in[0])]}' can be None, and a numerical result cannot represent "
                     "the None the evaluator gives there; give that s-op a default (e.g. Aggregate(..., default=0))",
                 )
-            table = self.values[id(expr)].owner.table  # type: ignore[union-attr]
-            return bool(none_in) or -1 in R.table_values(table)
+            op = self.values[id(expr)].owner
+            return bool(none_in) or (isinstance(op, (R.MapOp, R.SequenceMapOp)) and -1 in R.table_values(op.table))
         if isinstance(expr, rasp.Aggregate):
             empty = expr.default is None and not _never_empty(expr.selector)
             return empty or id(expr.sop) in self.maybe_none

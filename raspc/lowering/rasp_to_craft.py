@@ -116,15 +116,18 @@ MIN_RELATIVE_GAP = 1e-5
 
 
 def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: Fraction, hi: Fraction, delta_out: dict[str, float], tag: str) -> None:
-    """Adds delta_out * clamp((x - lo) / (hi - lo), 0, 1): 0 at x <= lo, delta_out at x >= hi."""
+    """Adds delta_out * clamp((x - t0) / (t1 - t0), 0, 1) with t0, t1 a quarter of the gap inside [lo, hi]:
+    exactly 0 near lo and exactly delta_out near hi, so noise of up to a quarter gap in x (from float
+    rounding in earlier layers, amplified by attention) never reaches the output."""
     if hi - lo <= MIN_RELATIVE_GAP * max(1, abs(lo), abs(hi)):
         raise UnsupportedError(
             f"'{x_dir}' takes values {float(lo)!r} and {float(hi)!r}, which a float32 transformer cannot tell "
             f"apart, but '{mlp.label}' maps them differently"
         )
-    slope = 1 / (hi - lo)
-    mlp.neuron(f"{tag}>", {x_dir: float(slope)}, float(-lo * slope), dict(delta_out))
-    mlp.neuron(f"{tag}<", {x_dir: float(slope)}, float(-hi * slope), {k: -v for k, v in delta_out.items()})
+    t0, t1 = lo + (hi - lo) / 4, hi - (hi - lo) / 4
+    slope = 1 / (t1 - t0)
+    mlp.neuron(f"{tag}>", {x_dir: float(slope)}, float(-t0 * slope), dict(delta_out))
+    mlp.neuron(f"{tag}<", {x_dir: float(slope)}, float(-t1 * slope), {k: -v for k, v in delta_out.items()})
 
 
 def discretising_mlp(
