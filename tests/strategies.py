@@ -1024,13 +1024,6 @@ class KnownBug:
                    for f in frames)
 
 
-def _values_at(expr: rasp.RASPExpr, xs: Sequence[Any]) -> Optional[list]:
-    try:
-        return rasp.evaluate(expr, xs)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def _repro_width_precision() -> GeneratedProgram:
     return _gp("rasp.numerical(rasp.Map(Table({5: 3}, default=0), "
                "rasp.SelectorWidth(rasp.Select(rasp.length, rasp.length, rasp.Comparison.EQ))))", ["a"], 6)
