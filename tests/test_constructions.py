@@ -21,29 +21,15 @@ import numpy as np
 import pytest
 
 from raspc import lib, rasp
+from helpers import TOL, same
 from raspc.errors import CompileError, RaspcError
 from raspc.model import compile_rasp_to_model
 
-TOL = 1e-4
 Comparison = rasp.Comparison
 tokens, indices = rasp.tokens, rasp.indices
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def same(actual: Any, expected: Any, numerical: bool) -> bool:
-    if actual is None or expected is None:
-        return actual is None and expected is None
-    if numerical:
-        return isinstance(actual, (int, float)) and abs(float(actual) - float(expected)) <= TOL
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return type(actual) is type(expected) and actual == expected
-    if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
-        return actual == expected
-    if isinstance(actual, tuple) and isinstance(expected, tuple):
-        return len(actual) == len(expected) and all(same(a, e, False) for a, e in zip(actual, expected))
-    return type(actual) is type(expected) and actual == expected
 
 
 def all_inputs(vocab: Sequence[Any], max_len: int) -> list[list[Any]]:

@@ -17,7 +17,6 @@ recorded Tracr outputs must be reproduced by the compiled model.
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
-from raspc import lib, rasp
+from raspc import rasp
+from helpers import MIN_INPUTS, TOL, batches, evaluate_rows, n_batches, same
 
-BATCH = 50
-MIN_INPUTS = 200
-TOL = 1e-4
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "tracr-lib-vectors.json"
 
 ABCD = ["a", "b", "c", "d"]
@@ -132,58 +128,10 @@ def _params(cases: Sequence[Case]) -> list[Any]:
 # --------------------------------------------------------------------------- helpers
 
 
-def n_batches() -> int:
-    """Batches per case: >= MIN_INPUTS inputs in the ci profile, more under HYPOTHESIS_PROFILE=fuzz."""
-    return max(math.ceil(MIN_INPUTS / BATCH) + 1, settings().max_examples // 20)
-
-
-def same(actual: Any, expected: Any, numerical: bool) -> bool:
-    """One output value against the evaluator's: None only for None; numbers within TOL for a
-    numerical output (where the evaluator may give a bool: a one-element mean of booleans);
-    categorical values exactly, a bool never equal to a number."""
-    if actual is None or expected is None:
-        return actual is None and expected is None
-    if numerical:
-        return isinstance(actual, (int, float)) and abs(float(actual) - float(expected)) <= TOL
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return type(actual) is type(expected) and actual == expected
-    if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
-        return actual == expected
-    if isinstance(actual, tuple) and isinstance(expected, tuple):
-        return len(actual) == len(expected) and all(same(a, e, False) for a, e in zip(actual, expected))
-    return type(actual) is type(expected) and actual == expected
-
-
 def same_row(decoded: Sequence[Any], expected: Sequence[Any], numerical: bool) -> bool:
     return len(decoded) == len(expected) + 1 and all(
         same(a, e, numerical) for a, e in zip(decoded[1:], expected)
     )
-
-
-@st.composite
-def batches(draw: Any, vocab: Sequence[Any], max_len: int, distinct: bool = False, size: int = BATCH) -> list:
-    """`size` inputs, each of a uniformly drawn length in 1..max_len (tokens pairwise distinct if asked)."""
-    if distinct:
-        max_len = min(max_len, len(vocab))
-    rows = []
-    for _ in range(size):
-        n = draw(st.integers(1, max_len))
-        if distinct:
-            rows.append(list(draw(st.permutations(list(vocab))))[:n])
-        else:
-            rows.append(draw(st.lists(st.sampled_from(list(vocab)), min_size=n, max_size=n)))
-    return rows
-
-
-def evaluate_rows(program: Any, rows: Sequence[Sequence[Any]]) -> list[tuple[list[Any], list[Any]]]:
-    """(input, expected) for every row the evaluator accepts; rows where it raises are dropped."""
-    out = []
-    for row in rows:
-        try:
-            out.append((list(row), rasp.evaluate(program, row)))
-        except Exception:  # noqa: BLE001 - outside the program's domain: skipped
-            continue
-    return out
 
 
 def check_batch(model: Any, rows: Sequence[Sequence[Any]], numerical: bool) -> int:

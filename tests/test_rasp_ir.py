@@ -17,7 +17,6 @@ Then the typed errors of raspc.errors for bad vocabularies, programs, inputs and
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import subprocess
@@ -29,9 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 from raspc import lib, rasp
+from helpers import MIN_INPUTS, batches, evaluate_rows, n_batches, same
 from raspc.compiler import DEFAULT_PIPELINE, RASP_PIPELINE, level_of, parse_ir, run_pipeline
 from raspc.errors import (
     CompileError,
@@ -50,9 +49,6 @@ from raspc.model import compile_rasp_to_model
 
 LEVELS = ("rasp", "craft", "tensor")
 NAMES = list(lib.LIBRARY)
-BATCH = 50
-MIN_INPUTS = 200
-TOL = 1e-4
 THIS_FILE = os.path.basename(__file__)
 
 
@@ -69,46 +65,6 @@ def model_for(compiled: Any, name: str) -> Any:
 def distinct(name: str) -> bool:
     """make_sort_unique's precondition: pairwise distinct keys (here the tokens)."""
     return name == "make_sort_unique"
-
-
-def n_batches() -> int:
-    return max(math.ceil(MIN_INPUTS / BATCH) + 1, settings().max_examples // 20)
-
-
-def same(actual: Any, expected: Any, numerical: bool) -> bool:
-    if actual is None or expected is None:
-        return actual is None and expected is None
-    if numerical:
-        return isinstance(actual, (int, float)) and abs(float(actual) - float(expected)) <= TOL
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return type(actual) is type(expected) and actual == expected
-    if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
-        return actual == expected
-    return type(actual) is type(expected) and actual == expected
-
-
-@st.composite
-def batches(draw: Any, vocab: Sequence[Any], max_len: int, unique: bool = False, size: int = BATCH) -> list:
-    if unique:
-        max_len = min(max_len, len(vocab))
-    rows = []
-    for _ in range(size):
-        n = draw(st.integers(1, max_len))
-        if unique:
-            rows.append(list(draw(st.permutations(list(vocab))))[:n])
-        else:
-            rows.append(draw(st.lists(st.sampled_from(list(vocab)), min_size=n, max_size=n)))
-    return rows
-
-
-def evaluate_rows(program: Any, rows: Sequence[Sequence[Any]]) -> list[tuple[list[Any], list[Any]]]:
-    out = []
-    for row in rows:
-        try:
-            out.append((list(row), rasp.evaluate(program, row)))
-        except Exception:  # noqa: BLE001 - outside the program's domain: skipped
-            continue
-    return out
 
 
 def interpret(interp: RaspInterpreter, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:

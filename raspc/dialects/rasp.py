@@ -10,7 +10,7 @@ s-op was written.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 from xdsl.dialects.builtin import (
     DenseArrayBase,

@@ -162,7 +162,7 @@ class RaspInterpreter:
         return vals[idx]
 
     def _aggregate(self, op: R.AggregateOp, sel: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        res_t, src_t = R.sop_type(op.res), R.sop_type(op.sop)
+        res_t = R.sop_type(op.res)
         default = op.default.data
         width = sel.sum(axis=2)
         if not res_t.is_categorical:

@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
-from xdsl.rewriter import Rewriter
 
 from raspc.dialects import craft as C
 from raspc.dialects import rasp as R
