@@ -178,9 +178,10 @@ def compile_program(
     causal: bool = False,
     pipeline: str = DEFAULT_PIPELINE,
     verify: bool = False,
-) -> tuple[ModuleOp, "LevelDumps"]:
-    """Front end + `pipeline`. Returns the final module and the IR text at each level it passed:
-    "rasp" is the traced program, "craft" and "tensor" the last module seen at those levels.
+) -> tuple[ModuleOp, dict[str, ModuleOp]]:
+    """Front end + `pipeline`. Returns the final module and a snapshot per level it passed:
+    "rasp" is the traced program, "craft" and "tensor" the last module seen at those levels
+    (clones share their attributes, so snapshots are cheap; print them when needed).
     With `verify`, every pass's output is run on random inputs and compared with the evaluator."""
     from raspc.lowering.program_to_rasp import program_to_rasp
 
@@ -196,34 +197,12 @@ def compile_program(
     def record(name: str, mod: ModuleOp) -> None:
         level = level_of(mod)
         if level != "rasp":
-            snapshots[level] = mod.clone()  # cheap: attributes are shared; printed only on demand
+            snapshots[level] = mod.clone()
         if check is not None:
             check(name, mod)
 
     run_pipeline(module, pipeline, on_pass=record)
-    return module, LevelDumps(snapshots)
-
-
-class LevelDumps(dict):
-    """IR text per level, printed the first time it is asked for."""
-
-    def __init__(self, snapshots: dict[str, ModuleOp]):
-        super().__init__()
-        self._snapshots = snapshots
-
-    def __contains__(self, level: object) -> bool:
-        return level in self._snapshots
-
-    def __iter__(self):
-        return iter(self._snapshots)
-
-    def keys(self):  # type: ignore[override]
-        return self._snapshots.keys()
-
-    def __getitem__(self, level: str) -> str:
-        if not super().__contains__(level):
-            super().__setitem__(level, str(self._snapshots[level]))
-        return super().__getitem__(level)
+    return module, snapshots
 
 
 def elide_dense(text: str, max_chars: int = 64) -> str:

@@ -28,11 +28,12 @@ class ModelOutput:
 class CompiledModel:
     """A compiled RASP program: its IR at every level, the ONNX model, and an onnxruntime session."""
 
-    def __init__(self, module: ModuleOp, ir: dict[str, str], program: rasp.SOp | None = None):
+    def __init__(self, module: ModuleOp, snapshots: dict[str, ModuleOp], program: rasp.SOp | None = None):
         from raspc.lowering.tensor_to_onnx import tensor_to_onnx
 
         self.module = module
-        self._ir = ir
+        self._snapshots = snapshots
+        self._ir: dict[str, str] = {}
         self.program = program
         self.onnx_model: onnx.ModelProto = tensor_to_onnx(module)
         self.runtime = OnnxModel.load(self.onnx_model.SerializeToString())
@@ -40,8 +41,10 @@ class CompiledModel:
     # -- inspection ------------------------------------------------------
     def ir(self, level: str = "tensor") -> str:
         """IR text at `level`: "rasp" (as traced), "craft" (blocks, layers, layout) or "tensor"."""
+        if level not in self._snapshots:
+            raise PipelineError(f"no IR at level '{level}'; available: {', '.join(self._snapshots)}")
         if level not in self._ir:
-            raise PipelineError(f"no IR at level '{level}'; available: {', '.join(self._ir)}")
+            self._ir[level] = str(self._snapshots[level])
         return self._ir[level]
 
     @property
@@ -100,8 +103,8 @@ def compile_rasp_to_model(
         from raspc.values import sorted_values
 
         vocab = list(sorted_values(vocab))
-    module, ir = compile_program(
+    module, snapshots = compile_program(
         program, vocab, max_seq_len, compiler_bos=compiler_bos, compiler_pad=compiler_pad, causal=causal,
         pipeline=pipeline, verify=verify,
     )
-    return CompiledModel(module, ir, program)
+    return CompiledModel(module, snapshots, program)

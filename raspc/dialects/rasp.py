@@ -394,12 +394,6 @@ class SelectOp(RaspOp):
         if any(e not in (0, 1) for e in table):
             raise VerifyException("select table entries must be 0 or 1")
 
-    def predicate(self) -> list[list[bool]]:
-        """The table as rows per query value, columns per key value."""
-        nk = len(sop_type(self.keys).value_set or ())
-        t = table_values(self.table)
-        return [[bool(x) for x in t[i : i + nk]] for i in range(0, len(t), nk)] if nk else []
-
 
 class _BinarySelectorOp(RaspOp):
     fst = operand_def(SelectorType)

@@ -14,7 +14,7 @@ import re
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
-from xdsl.dialects.builtin import BoolAttr, IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.dialects.builtin import BoolAttr, IntegerAttr, ModuleOp, i64
 from xdsl.context import Context
 from xdsl.ir import Operation, SSAValue
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
@@ -455,4 +455,4 @@ def program_to_rasp(
     return module
 
 
-__all__ = ["program_to_rasp", "topological_order", "ssa_name", "StringAttr"]
+__all__ = ["program_to_rasp", "topological_order", "ssa_name"]

@@ -333,7 +333,7 @@ class _Lowering:
         self.mlp(mlp, [x] if x is y else [x, y], out_space, op.res)
 
     # -- attention -------------------------------------------------------
-    def selector_scores(self, user: R.RaspOp, selector: SSAValue) -> tuple[Weights, list[SSAValue], list[SSAValue], int]:
+    def selector_scores(self, user: R.RaspOp, selector: SSAValue) -> tuple[Weights, list[SSAValue], list[SSAValue]]:
         """w_qk in units of 'one true predicate', and the query/key spaces it reads."""
         if not is_conjunction(selector):
             raise self.fail(user, "selector is not a conjunction of selects (run product-selectors first)")
@@ -352,13 +352,13 @@ class _Lowering:
                         w_qk[(qd, kd)] = w_qk.get((qd, kd), 0.0) + 1.0
             queries += [q] if q not in queries else []
             keys += [k] if k not in keys else []
-        return w_qk, queries, keys, len(leaves)
+        return w_qk, queries, keys
 
     def attention(
         self, user: R.RaspOp, selector: SSAValue, bos_level: float, values: list[SSAValue],
         w_ov: Weights, bos_value: dict[str, float], out_t: Attribute, label: str, rasp_result: SSAValue | None,
     ) -> SSAValue:
-        w_qk, queries, keys, _ = self.selector_scores(user, selector)
+        w_qk, queries, keys = self.selector_scores(user, selector)
         # Keys at BOS may hold a head's default: cancel what they add to the BOS score.
         key_bos = self.bos_of(keys)
         for qd in sorted({qd for qd, _ in w_qk}):
