@@ -333,8 +333,11 @@ class _Lowering:
         self.mlp(mlp, [x] if x is y else [x, y], out_space, op.res)
 
     # -- attention -------------------------------------------------------
-    def selector_scores(self, user: R.RaspOp, selector: SSAValue) -> tuple[Weights, list[SSAValue], list[SSAValue]]:
-        """w_qk in units of 'one true predicate', and the query/key spaces it reads."""
+    def selector_scores(
+        self, user: R.RaspOp, selector: SSAValue
+    ) -> tuple[Weights, list[SSAValue], list[SSAValue], int]:
+        """w_qk in units of 'one true predicate', the query/key spaces it reads, and the number of
+        conjuncts (a full match scores that many units)."""
         if not is_conjunction(selector):
             raise self.fail(user, "selector is not a conjunction of selects (run product-selectors first)")
         w_qk: Weights = {}
@@ -352,13 +355,15 @@ class _Lowering:
                         w_qk[(qd, kd)] = w_qk.get((qd, kd), 0.0) + 1.0
             queries += [q] if q not in queries else []
             keys += [k] if k not in keys else []
-        return w_qk, queries, keys
+        return w_qk, queries, keys, len(leaves)
 
     def attention(
-        self, user: R.RaspOp, selector: SSAValue, bos_level: float, values: list[SSAValue],
+        self, user: R.RaspOp, selector: SSAValue, bos_below_match: float, values: list[SSAValue],
         w_ov: Weights, bos_value: dict[str, float], out_t: Attribute, label: str, rasp_result: SSAValue | None,
     ) -> SSAValue:
-        w_qk, queries, keys = self.selector_scores(user, selector)
+        """A head for `selector`; BOS scores `bos_below_match` units below a full match."""
+        w_qk, queries, keys, n_conjuncts = self.selector_scores(user, selector)
+        bos_level = n_conjuncts - bos_below_match
         # Keys at BOS may hold a head's default: cancel what they add to the BOS score.
         key_bos = self.bos_of(keys)
         for qd in sorted({qd for qd, _ in w_qk}):
@@ -389,7 +394,6 @@ class _Lowering:
         src = self.map[op.sop]
         out_space = craft_type(op.label_str, res_t)
         out_dirs = out_space.labels
-        n_leaves = len(selector_leaves(op.selector)) if is_conjunction(op.selector) else 1
         default = op.default.data
         if res_t.is_categorical:
             res_index = {v: i for i, v in enumerate(res_t.value_set or ())}
@@ -400,15 +404,14 @@ class _Lowering:
         else:
             w_ov = {(self.dirs(src)[0], out_dirs[0]): 1.0}
             bos_value = {out_dirs[0]: float(default)} if default else {}
-        self.attention(op, op.selector, n_leaves - 0.5, [src], w_ov, bos_value, out_space, op.label_str, op.res)
+        self.attention(op, op.selector, 0.5, [src], w_ov, bos_value, out_space, op.label_str, op.res)
 
     def lower_selector_width(self, op: R.SelectorWidthOp) -> None:
         res_t = R.sop_type(op.res)
         widths = [int(w) for w in (res_t.value_set or range(self.max_seq_len + 1))]
-        n_leaves = len(selector_leaves(op.selector)) if is_conjunction(op.selector) else 1
         share_label = f"{op.label_str}.bos_share"
         share_t = C.NumericalSpaceType(share_label)
-        share = self.attention(op, op.selector, float(n_leaves), [self.bos], {("bos", share_label): 1.0},
+        share = self.attention(op, op.selector, 0.0, [self.bos], {("bos", share_label): 1.0},
                                {share_label: 1.0}, share_t, op.label_str + ".attn", None)
         share.name_hint = (op.res.name_hint or "width") + "_share"
         out_space = craft_type(op.label_str, res_t)
