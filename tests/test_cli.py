@@ -228,3 +228,26 @@ def test_opt_error_malformed_ir(bad_ir: Path):
 def test_opt_error_unknown_pass(built: Path):
     line = one_line_error(raspc_opt(built / "hist.mlir", "-p", "cse,bogus"), prefix="raspc-opt: error:")
     assert "'bogus'" in line and "lower-rasp-to-craft" in line  # names it, lists known passes
+
+
+# --------------------------------------------------------------------------- circuits, --verify, --elide
+
+
+def test_circuits_of_an_exported_model(built: Path):
+    out = ok(raspc("circuits", built / "hist.onnx"))
+    assert "head L0.hist.attn" in out and "QK circuit" in out and "OV circuit" in out
+    assert "bos -> hist.bos_share" in out
+    one = ok(raspc("circuits", built / "hist.onnx", "--head", "hist.attn"))
+    assert "tokens:a -> tokens:a" in one
+    assert "no head 'nope'" in one_line_error(raspc("circuits", built / "hist.onnx", "--head", "nope"))
+
+
+def test_verify_checks_every_pass_and_needs_a_program(built: Path, tmp_path: Path):
+    ok(raspc("compile", "lib:make_sort_freq", *VOCAB, "--verify", "-o", tmp_path / "s.onnx"))
+    assert "--verify needs the program" in one_line_error(
+        raspc("compile", built / "hist.mlir", "--verify", "-o", tmp_path / "h.onnx"))
+
+
+def test_elide_shortens_weights():
+    out = ok(raspc("compile", "lib:make_hist", *VOCAB, "--emit", "tensor", "--elide"))
+    assert "dense<...> : tensor<" in out and '"0x' not in out

@@ -168,3 +168,20 @@ def test_refusals_are_compile_errors_and_counted() -> None:
     outcome = S.check_program(gp, [["a"]])
     assert outcome.status == "refused" and isinstance(outcome.error, CompileError)
     assert outcome.reason == "tokens must be categorical"
+
+
+@_settings()
+@given(gp=S.programs(max_depth=6))
+def test_random_program_ir_round_trips_at_every_level(gp: S.GeneratedProgram) -> None:
+    """print -> parse -> print is the identity for random programs at the rasp, craft and tensor levels."""
+    from raspc.compiler import parse_ir
+    from raspc.errors import CompileError
+    from raspc.model import compile_rasp_to_model
+
+    try:
+        model = compile_rasp_to_model(gp.program, gp.vocab, gp.max_seq_len, causal=gp.causal)
+    except CompileError:
+        return
+    for level in ("rasp", "craft", "tensor"):
+        text = model.ir(level)
+        assert str(parse_ir(text)) == text, level

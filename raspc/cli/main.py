@@ -196,7 +196,7 @@ def remaining_default_pipeline(module: Any) -> str:
     return ""  # tensor level: nothing left but the export
 
 
-def run_until_level(module: Any, spec: str, emit: str) -> Any:
+def run_until_level(module: Any, spec: str, emit: str, on_pass: Callable[[str, Any], None] | None = None) -> Any:
     """Runs `spec` pass by pass; for an IR `emit` level, stops before the first pass that would
     take the module below that level and returns the module as it was just before."""
     from raspc.compiler import build_pipeline, level_of, run_pipeline
@@ -204,7 +204,7 @@ def run_until_level(module: Any, spec: str, emit: str) -> Any:
     passes = build_pipeline(spec).passes if spec.strip() else ()
     for p in passes:
         snapshot = module.clone() if emit in IR_LEVELS and level_of(module) == emit else None
-        run_pipeline(module, str(p.pipeline_pass_spec()))
+        run_pipeline(module, str(p.pipeline_pass_spec()), on_pass=on_pass)
         if snapshot is not None and level_of(module) != emit:
             return snapshot
     return module
@@ -232,7 +232,10 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     if emit == "onnx" and not args.output:
         raise CliError("--emit onnx writes a binary file: give it with -o FILE.onnx")
 
+    check = None
     if args.source.endswith(".mlir"):
+        if args.verify:
+            raise CliError("--verify needs the program (lib:NAME or FILE.py:FUNCTION) to compare with")
         given = [flag for flag, value in (
             ("--vocab", args.vocab), ("--max-seq-len", args.max_seq_len), ("--bos", args.bos),
             ("--pad", args.pad), ("--causal", args.causal or None),
@@ -262,13 +265,19 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         program = load_program(args.source, args.max_seq_len)
         bos = parse_token(args.bos) if args.bos is not None else "BOS"
         pad = parse_token(args.pad) if args.pad is not None else "PAD"
-        module = program_to_rasp(program, parse_vocab(args.vocab), args.max_seq_len, bos, pad, args.causal)
+        vocab = parse_vocab(args.vocab)
+        module = program_to_rasp(program, vocab, args.max_seq_len, bos, pad, args.causal)
+        if args.verify:
+            from raspc.verification import make_checker
+
+            check = make_checker(program, vocab, args.max_seq_len)
+            check("program-to-rasp", module)
         if args.pipeline is not None:
             spec = args.pipeline
         else:
             spec = "" if emit == "rasp" else DEFAULT_PIPELINE  # `--emit rasp`: the program as traced
 
-    module = run_until_level(module, spec, emit)
+    module = run_until_level(module, spec, emit, on_pass=check)
     level = level_of(module)
     wanted = "tensor" if emit == "onnx" else emit
     if level != wanted:
@@ -497,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pass pipeline replacing the default one (see `raspc passes`); for an IR --emit, "
                    "the pipeline stops before the first pass that lowers below that level")
     c.add_argument("-o", "--output", metavar="FILE", help="output file (required for --emit onnx)")
+    c.add_argument("--verify", action="store_true",
+                   help="after every pass, run the IR on random inputs and compare with the program's evaluator")
     c.add_argument("--elide", action="store_true",
                    help="print long dense<...> weights as dense<...> (for reading; the text then does not parse)")
     c.set_defaults(func=cmd_compile, subparser=c)
