@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 from xdsl.dialects.builtin import (
+    BytesAttr,
     DenseArrayBase,
     FloatAttr,
     Float64Type,
@@ -192,12 +194,18 @@ def _props(label: str, src: str | None, **extra: Attribute) -> dict[str, Attribu
     return props
 
 
+_TABLE_DTYPES = {8: "<i1", 64: "<i8"}
+
+
 def table_attr(entries: Sequence[int], dtype=i64) -> DenseArrayBase:
-    return DenseArrayBase.from_list(dtype, list(entries))
+    """A dense i64 (or i8) array attribute, built from bytes (tables can have ~10^6 entries)."""
+    raw = np.asarray(entries, dtype=_TABLE_DTYPES[dtype.width.data]).tobytes()
+    return DenseArrayBase(dtype, BytesAttr(raw))
 
 
 def table_values(attr: DenseArrayBase) -> tuple[int, ...]:
-    return tuple(attr.get_values())
+    width = attr.elt_type.width.data  # type: ignore[union-attr]
+    return tuple(np.frombuffer(attr.data.data, dtype=_TABLE_DTYPES[width]).tolist())
 
 
 def _require_categorical_values(value: SSAValue, what: str) -> tuple[Any, ...]:
@@ -303,8 +311,8 @@ class MapOp(RaspOp):
 def _verify_table(table: Sequence[int], expected_len: int, n_out: int) -> None:
     if len(table) != expected_len:
         raise VerifyException(f"table has {len(table)} entries, expected {expected_len}")
-    bad = [e for e in table if not -1 <= e < n_out]
-    if bad:
+    if table and (min(table) < -1 or max(table) >= n_out):
+        bad = [e for e in table if not -1 <= e < n_out]
         raise VerifyException(f"table entries {bad[:5]} are not indices into the {n_out} result values")
 
 
@@ -391,7 +399,7 @@ class SelectOp(RaspOp):
         table = table_values(self.table)
         if len(table) != len(k) * len(q):
             raise VerifyException(f"table has {len(table)} entries, expected |queries| x |keys| = {len(q)} x {len(k)}")
-        if any(e not in (0, 1) for e in table):
+        if not set(table) <= {0, 1}:
             raise VerifyException("select table entries must be 0 or 1")
 
 

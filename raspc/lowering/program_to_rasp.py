@@ -14,8 +14,9 @@ import re
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
-from xdsl.dialects.builtin import BoolAttr, IntegerAttr, ModuleOp, i64
+import numpy as np
 from xdsl.context import Context
+from xdsl.dialects.builtin import BoolAttr, IntegerAttr, ModuleOp, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
 
@@ -312,10 +313,12 @@ class _Tracer:
     def _select(self, expr: rasp.Select, label: str, src: str | None) -> None:
         keys = self.finite_values(expr.keys, expr, "keys")
         queries = self.finite_values(expr.queries, expr, "queries")
-        raw = self.tabulate(expr, lambda q, k: expr.predicate(k, q), queries, keys,
-                            inexact=[id(expr.queries) in self.inexact, id(expr.keys) in self.inexact])
+        inexact = [id(expr.queries) in self.inexact, id(expr.keys) in self.inexact]
+        table = _comparison_table(expr.predicate, queries, keys) if not any(inexact) else None
+        if table is None:
+            raw = self.tabulate(expr, lambda q, k: expr.predicate(k, q), queries, keys, inexact=inexact)
+            table = [1 if r else 0 for r in raw]
         comparison = expr.predicate.name if isinstance(expr.predicate, rasp.Comparison) else None
-        table = [1 if r else 0 for r in raw]
         self.emit(expr, R.SelectOp(self.values[id(expr.keys)], self.values[id(expr.queries)], table, label, src,
                                    comparison))
 
@@ -342,6 +345,25 @@ class _Tracer:
         low = 1 if _always_selects_self(expr.selector) else 0
         t = self.make_type(expr, range(low, self.max_seq_len + 1))
         self.emit(expr, R.SelectorWidthOp(self.values[id(expr.selector)], t, label, src))
+
+
+_NUMPY_COMPARISONS = {
+    rasp.Comparison.EQ: np.equal, rasp.Comparison.NEQ: np.not_equal, rasp.Comparison.LT: np.less,
+    rasp.Comparison.LEQ: np.less_equal, rasp.Comparison.GT: np.greater, rasp.Comparison.GEQ: np.greater_equal,
+}
+
+
+def _comparison_table(predicate: Any, queries: Sequence[Any], keys: Sequence[Any]) -> list[int] | None:
+    """A Comparison over numbers, vectorised (selects over ~10^6 value pairs); None when not applicable."""
+    if predicate in (rasp.Comparison.TRUE, rasp.Comparison.FALSE):
+        return [int(predicate is rasp.Comparison.TRUE)] * (len(queries) * len(keys))
+    op = _NUMPY_COMPARISONS.get(predicate) if isinstance(predicate, rasp.Comparison) else None
+    numbers = all(isinstance(v, (int, float)) for v in (*queries, *keys))
+    if op is None or not numbers:
+        return None
+    q = np.array(queries, dtype=object if any(isinstance(v, int) and abs(v) > 2**52 for v in queries) else float)
+    k = np.array(keys, dtype=q.dtype)
+    return op(k[None, :], q[:, None]).astype(np.int8).ravel().tolist()
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -99,10 +99,12 @@ class MlpBuilder:
             self.neuron("bias", {"one": 1.0}, 0.0, self.out_bias)
             uses_gate = True
         # Largest pre-activation any neuron can reach at BOS; gate those that can be positive.
+        from_inputs: dict[str, float] = {}
+        for (d, h), w in self.w_in.items():
+            if d in bos_content:
+                from_inputs[h] = from_inputs.get(h, 0.0) + w * bos_content[d]
         for h in self.hidden:
-            at_bos = self.b_in.get(h, 0.0) + sum(
-                w * bos_content.get(d, 0.0) for (d, hh), w in self.w_in.items() if hh == h
-            )
+            at_bos = self.b_in.get(h, 0.0) + from_inputs.get(h, 0.0)
             if at_bos > 0.0 or h.endswith("[bias]"):
                 gate = math.ceil(abs(at_bos) + 1.0)
                 self.w_in[("bos", h)] = -float(gate)
@@ -366,10 +368,14 @@ class _Lowering:
         bos_level = n_conjuncts - bos_below_match
         # Keys at BOS may hold a head's default: cancel what they add to the BOS score.
         key_bos = self.bos_of(keys)
-        for qd in sorted({qd for qd, _ in w_qk}):
-            extra = sum(w * key_bos.get(kd, 0.0) for (q, kd), w in w_qk.items() if q == qd)
-            if extra:
-                w_qk[(qd, "bos")] = w_qk.get((qd, "bos"), 0.0) - extra
+        if key_bos:
+            extra: dict[str, float] = {}
+            for (qd, kd), w in w_qk.items():
+                if kd in key_bos:
+                    extra[qd] = extra.get(qd, 0.0) + w * key_bos[kd]
+            for qd, e in sorted(extra.items()):
+                if e:
+                    w_qk[(qd, "bos")] = w_qk.get((qd, "bos"), 0.0) - e
         w_qk[("one", "bos")] = w_qk.get(("one", "bos"), 0.0) + bos_level
         # The BOS value must be exactly `bos_value`: cancel what the value spaces hold at BOS.
         val_bos = self.bos_of(values)
