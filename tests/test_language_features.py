@@ -1,4 +1,4 @@
-"""Causal mode, None handling, per-pass verification and circuit analysis."""
+"""Causal mode, None handling, float rounding, value-set inference, per-pass verification and circuits."""
 
 from __future__ import annotations
 
@@ -183,3 +183,20 @@ def test_threshold_on_a_mean_of_integers_is_exact():
     bools = rasp.numerical(rasp.Map(lambda t: 1 if t == "a" else 0, rasp.tokens))
     thirds = rasp.Map(lambda x: round(3 * x), lib.make_frac_prevs(bools)).named("thirds")
     _check_exhaustive(thirds, ["a", "b"], 5)
+
+
+# ---------------------------------------------------------------- value-set inference
+
+
+def test_balance_of_two_means_over_one_selector_is_inferred_jointly():
+    """opens - closes over the same prefix selector takes ~1k values, not all ~10^5 pairs of means."""
+    from raspc.lowering.program_to_rasp import program_to_rasp
+
+    module = program_to_rasp(lib.make_pair_balance(rasp.tokens, "(", ")"), ["(", ")"], 30)
+    balance = next(op for op in module.ops if op.name == "rasp.linear_sequence_map")
+    assert len(balance.res.type.value_set) < 1500
+    program = lib.make_shuffle_dyck(["()"])
+    model = compile_rasp_to_model(program, ["(", ")"], 30)
+    inputs = [list("(" * k + ")" * k) for k in range(1, 16)] + [list("()" * 15), list(")(" * 15), list("(()" * 10)]
+    for xs, got in zip(inputs, model.apply_batch([["BOS", *x] for x in inputs])):
+        assert got[1:] == rasp.evaluate(program, xs), xs
