@@ -130,9 +130,11 @@ def build_pipeline(
     spec: str, callback: Callable[[ModulePass | None, ModuleOp, ModulePass | None], None] | None = None
 ) -> PassPipeline:
     passes = available_passes()
+    from xdsl.utils.exceptions import ArgSpecParseError
+
     try:
         return PassPipeline.parse_spec(passes, spec, callback)
-    except Exception as exc:  # xDSL raises ValueError / Exception subclasses for bad specs
+    except (Exception, ArgSpecParseError) as exc:  # ArgSpecParseError (bad syntax) is a BaseException
         names = ", ".join(sorted(passes))
         raise PipelineError(f"bad pipeline '{spec}': {exc}. Known passes: {names}") from None
 

@@ -103,8 +103,16 @@ def compile_rasp_to_model(
         from raspc.values import sorted_values
 
         vocab = list(sorted_values(vocab))
+    from raspc.compiler import level_of
+    from raspc.errors import IRError
+
     module, snapshots = compile_program(
         program, vocab, max_seq_len, compiler_bos=compiler_bos, compiler_pad=compiler_pad, causal=causal,
         pipeline=pipeline, verify=verify,
     )
+    if level_of(module) != "tensor":
+        raise IRError(
+            f"the pipeline ends at the {level_of(module)} level; a model needs it to reach tensor "
+            f"(end with ...,lower-craft-to-tensor). Pipeline: '{pipeline}'"
+        )
     return CompiledModel(module, snapshots, program)

@@ -200,3 +200,13 @@ def test_balance_of_two_means_over_one_selector_is_inferred_jointly():
     inputs = [list("(" * k + ")" * k) for k in range(1, 16)] + [list("()" * 15), list(")(" * 15), list("(()" * 10)]
     for xs, got in zip(inputs, model.apply_batch([["BOS", *x] for x in inputs])):
         assert got[1:] == rasp.evaluate(program, xs), xs
+
+
+def test_bad_pipelines_are_pipeline_errors_and_short_pipelines_are_explained():
+    from raspc.errors import IRError, PipelineError
+
+    for spec in ("no-such-pass", "cse{", "fuse-maps{max-growth=x}"):
+        with pytest.raises(PipelineError, match="bad pipeline"):
+            compile_rasp_to_model(lib.make_hist(), ["a"], 3, pipeline=spec)
+    with pytest.raises(IRError, match="ends at the rasp level"):
+        compile_rasp_to_model(lib.make_hist(), ["a"], 3, pipeline="cse")
