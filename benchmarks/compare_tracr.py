@@ -54,22 +54,31 @@ def warm_times(compile_once: Any, runs: int) -> list[float]:
     return [C.timed(compile_once)[0] for _ in range(runs)]
 
 
+def timed_compiles(res: dict[str, Any], compile_once: Any, runs: int) -> Any:
+    """Compiles once cold and `runs` times warm, recording the times in `res`; the model, or None
+    (with the error recorded) when compilation fails."""
+    try:
+        cold, model = C.timed(compile_once)
+        warm = warm_times(compile_once, runs)
+    except Exception as e:
+        res["error"] = short_error(e)
+        res["traceback"] = traceback.format_exc()
+        return None
+    res["compile_cold_s"] = cold
+    res["compile_warm_s"] = warm
+    res["compile_s"] = C.median(warm)
+    return model
+
+
 def measure_raspc(case: dict[str, Any], runs: int, inputs: list[list[Any]], batch: list[list[Any]]) -> dict[str, Any]:
     import raspc
 
     rlib, rrasp = C.raspc_modules()
     call, vocab, msl = case["call"], case["vocab"], case["max_seq_len"]
     res: dict[str, Any] = {}
-    try:
-        cold, model = C.timed(lambda: raspc.compile_rasp_to_model(C.build(call, rlib, rrasp), vocab, msl))
-        warm = warm_times(lambda: raspc.compile_rasp_to_model(C.build(call, rlib, rrasp), vocab, msl), runs)
-    except Exception as e:
-        res["error"] = short_error(e)
-        res["traceback"] = traceback.format_exc()
+    model = timed_compiles(res, lambda: raspc.compile_rasp_to_model(C.build(call, rlib, rrasp), vocab, msl), runs)
+    if model is None:
         return res
-    res["compile_cold_s"] = cold
-    res["compile_warm_s"] = warm
-    res["compile_s"] = C.median(warm)
     res.update(C.raspc_structure(model))
 
     fwd = C.raspc_forward_ms(model, C.raspc_ids(model, batch), max(runs, 5) if runs > 1 else 1)
@@ -97,16 +106,9 @@ def measure_tracr(case: dict[str, Any], runs: int, inputs: list[list[Any]], batc
                                      compiler_bos="BOS")
 
     res: dict[str, Any] = {}
-    try:
-        cold, model = C.timed(compile_once)
-        warm = warm_times(compile_once, runs)
-    except Exception as e:
-        res["error"] = short_error(e)
-        res["traceback"] = traceback.format_exc()
+    model = timed_compiles(res, compile_once, runs)
+    if model is None:
         return res
-    res["compile_cold_s"] = cold
-    res["compile_warm_s"] = warm
-    res["compile_s"] = C.median(warm)
     res.update(C.tracr_structure(model))
 
     runner = C.TracrRunner(model)
