@@ -1,5 +1,9 @@
 """lower-rasp-to-craft: every rasp op becomes residual blocks with exact, labelled weights.
 
+One rewrite pattern per rasp op (`MapToLookupMlp`, `SelectAggregateToAttentionHead`,
+`SelectorWidthToAttentionAndMlp`, ...), applied in one forward walk so every op's operands are
+already craft spaces; the constructions live in `CraftLowering`.
+
 Constructions (each exact on the value sets in the IR, not approximately right):
 
 - tokens / indices        -> `craft.embed`; full / constant -> `craft.positional`.
@@ -28,14 +32,21 @@ the weight that leaks to at most max_seq_len+1 other keys is below `leak` (defau
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Sequence
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
 
 from raspc.dialects import craft as C
 from raspc.dialects import rasp as R
@@ -149,19 +160,21 @@ def discretising_mlp(
 # --------------------------------------------------------------------------- the lowering
 
 
-class _Lowering:
+class CraftLowering:
+    """What the rewrite patterns share: the `one`/`bos` spaces, each space's content at BOS, the
+    rasp type (value set) of every value already rewritten, and the ops built for the current op."""
+
     def __init__(self, module: ModuleOp, leak: float):
-        self.module = module
         self.max_seq_len = module.attributes["raspc.max_seq_len"].value.data  # type: ignore[union-attr]
         self.scale = head_scale(self.max_seq_len, leak)
-        self.map: dict[SSAValue, SSAValue] = {}
+        self.rasp_types: dict[SSAValue, R.SOpType] = {}
         self.bos_content: dict[SSAValue, dict[str, float]] = {}
-        self.new_ops: list[Operation] = []
+        self.pending: list[Operation] = []
         one = C.EmbedOp("one", C.NumericalSpaceType("one"))
         bos = C.EmbedOp("bos", C.NumericalSpaceType("bos"))
         one.res.name_hint, bos.res.name_hint = "one", "bos"
+        self.embeddings = [one, bos]
         self.one, self.bos = one.res, bos.res
-        self.new_ops += [one, bos]
         self.bos_content[self.one] = {"one": 1.0}
         self.bos_content[self.bos] = {"bos": 1.0}
 
@@ -169,12 +182,16 @@ class _Lowering:
     def fail(self, op: R.RaspOp, message: str) -> UnsupportedError:
         return UnsupportedError(message, label=op.label_str, source=op.src_str)
 
+    def sop_type(self, value: SSAValue) -> R.SOpType:
+        """The rasp type of a value, also after its producer was rewritten to craft."""
+        return self.rasp_types[value] if value in self.rasp_types else R.sop_type(value)
+
     def emit(self, op: Operation, rasp_result: SSAValue | None = None, bos: dict[str, float] | None = None) -> SSAValue:
-        self.new_ops.append(op)
+        self.pending.append(op)
         res = op.results[0]
         if rasp_result is not None:
             res.name_hint = rasp_result.name_hint
-            self.map[rasp_result] = res
+            self.rasp_types[res] = R.sop_type(rasp_result)
         self.bos_content[res] = bos or {}
         return res
 
@@ -197,49 +214,20 @@ class _Lowering:
     def dirs(value: SSAValue) -> list[str]:
         return C.space_labels(value)
 
-    # -- ops -------------------------------------------------------------
-    def lower(self, op: Operation) -> None:
-        match op:
-            case R.TokensOp():
-                t = R.sop_type(op.res)
-                self.emit(C.EmbedOp("tokens", craft_type("tokens", t)), op.res)
-            case R.IndicesOp():
-                self.emit(C.EmbedOp("indices", craft_type(op.label_str, R.sop_type(op.res))), op.res)
-            case R.FullOp():
-                self.positional(op, [op.fill.data] * self.max_seq_len)
-            case R.ConstantOp():
-                values = list(op.value.data) + [None] * (self.max_seq_len - len(op.value.data))
-                self.positional(op, values)
-            case R.MapOp():
-                self.lower_map(op)
-            case R.SequenceMapOp():
-                self.lower_sequence_map(op)
-            case R.LinearSequenceMapOp():
-                self.lower_linear_sequence_map(op)
-            case R.AggregateOp():
-                self.lower_aggregate(op)
-            case R.SelectorWidthOp():
-                self.lower_selector_width(op)
-            case R.SelectOp() | R.SelectorAndOp() | R.SelectorOrOp() | R.SelectorNotOp():
-                pass  # read by the aggregate / selector_width that uses them
-            case R.OutputOp():
-                self.new_ops.append(C.OutputOp(self.map[op.inp]))
-            case _:
-                raise UnsupportedError(f"lower-rasp-to-craft does not handle {op.name}")
-
-    def positional(self, op: R.FullOp | R.ConstantOp, values: list[Any]) -> None:
+    # -- constructions (each returns the craft value replacing the rasp result) --
+    def positional(self, op: R.FullOp | R.ConstantOp, values: list[Any]) -> SSAValue:
         t = R.sop_type(op.res)
         if not t.is_categorical:
             values = [0 if v is None else v for v in values]
-        self.emit(C.PositionalOp(op.label_str, values, craft_type(op.label_str, t)), op.res)
+        return self.emit(C.PositionalOp(op.label_str, values, craft_type(op.label_str, t)), op.res)
 
-    def lower_map(self, op: R.MapOp) -> None:
-        self.lookup_mlp(op, op.inp, R.sop_type(op.inp), table_values(op.table))
+    def lower_map(self, op: R.MapOp) -> SSAValue:
+        return self.lookup_mlp(op, op.inp, self.sop_type(op.inp), table_values(op.table))
 
-    def lookup_mlp(self, op: R.RaspOp, inp: SSAValue, in_t: R.SOpType, table: Sequence[int]) -> None:
+    def lookup_mlp(self, op: R.RaspOp, inp: SSAValue, in_t: R.SOpType, table: Sequence[int]) -> SSAValue:
         """The MLP of an elementwise function given as a table over the input's values."""
         out_t = R.sop_type(op.results[0])
-        x = self.map[inp]
+        x = inp
         out_space = craft_type(op.label_str, out_t)
         out_dirs = out_space.labels
         in_vals, out_vals = in_t.value_set or (), out_t.value_set or ()
@@ -267,17 +255,16 @@ class _Lowering:
             else:
                 outputs = [{out_dirs[0]: float(out_vals[e])} for e in table]
             discretising_mlp(mlp, x_dir, [float(v) for v in in_vals], outputs)
-        self.mlp(mlp, [x], out_space, op.results[0])
+        return self.mlp(mlp, [x], out_space, op.results[0])
 
-    def lower_sequence_map(self, op: R.SequenceMapOp) -> None:
-        a_t, b_t, out_t = R.sop_type(op.fst), R.sop_type(op.snd), R.sop_type(op.res)
+    def lower_sequence_map(self, op: R.SequenceMapOp) -> SSAValue:
+        a_t, b_t, out_t = self.sop_type(op.fst), self.sop_type(op.snd), R.sop_type(op.res)
         if not (a_t.is_categorical and b_t.is_categorical):
             raise self.fail(op, "sequence_map operands must be categorical (run discretise-numerical-operands)")
         if op.fst == op.snd:  # f(x, x): a lookup on the diagonal
             n = len(a_t.value_set or ())
-            self.lookup_mlp(op, op.fst, a_t, [table_values(op.table)[i * n + i] for i in range(n)])
-            return
-        x, y = self.map[op.fst], self.map[op.snd]
+            return self.lookup_mlp(op, op.fst, a_t, [table_values(op.table)[i * n + i] for i in range(n)])
+        x, y = op.fst, op.snd
         a_dirs, b_dirs = self.dirs(x), self.dirs(y)
         out_space = craft_type(op.label_str, out_t)
         out_dirs = out_space.labels
@@ -312,18 +299,18 @@ class _Lowering:
         else:
             for (j, (d, v)), is_ in by_col.items():
                 mlp.neuron(tag(b_dirs[j], d, v), {b_dirs[j]: 1.0, **{a_dirs[i]: 1.0 for i in is_}}, -1.0, {d: v})
-        self.mlp(mlp, [x, y], out_space, op.res)
+        return self.mlp(mlp, [x, y], out_space, op.res)
 
-    def lower_linear_sequence_map(self, op: R.LinearSequenceMapOp) -> None:
-        x, y = self.map[op.fst], self.map[op.snd]
+    def lower_linear_sequence_map(self, op: R.LinearSequenceMapOp) -> SSAValue:
+        x, y = op.fst, op.snd
         out_space = craft_type(op.label_str, R.sop_type(op.res))
         out_dir = out_space.labels[0]
         factors: dict[str, float] = {}
         signs: dict[str, tuple[bool, bool]] = {}
         for value, fac in ((op.fst, op.fst_fac.value.data), (op.snd, op.snd_fac.value.data)):
-            d = self.dirs(self.map[value])[0]
+            d = self.dirs(value)[0]
             factors[d] = factors.get(d, 0.0) + fac
-            vals = R.sop_type(value).value_set
+            vals = self.sop_type(value).value_set
             signs[d] = (vals is None or any(v > 0 for v in vals), vals is None or any(v < 0 for v in vals))
         mlp = MlpBuilder(op.label_str)
         for d, fac in factors.items():
@@ -332,7 +319,7 @@ class _Lowering:
                 mlp.neuron(f"+{d}", {d: 1.0}, 0.0, {out_dir: fac})
             if can_neg:
                 mlp.neuron(f"-{d}", {d: -1.0}, 0.0, {out_dir: -fac})
-        self.mlp(mlp, [x] if x is y else [x, y], out_space, op.res)
+        return self.mlp(mlp, [x] if x is y else [x, y], out_space, op.res)
 
     # -- attention -------------------------------------------------------
     def selector_scores(
@@ -347,7 +334,7 @@ class _Lowering:
         keys: list[SSAValue] = []
         leaves = selector_leaves(selector)
         for leaf in leaves:
-            q, k = self.map[leaf.queries], self.map[leaf.keys]
+            q, k = leaf.queries, leaf.keys
             q_dirs, k_dirs = self.dirs(q), self.dirs(k)
             t = table_values(leaf.table)
             nk = len(k_dirs)
@@ -395,24 +382,24 @@ class _Lowering:
         head = C.AttentionHeadOp(qs, ks, vs, out_t, label, w_qk, w_ov, self.scale)
         return self.emit(head, rasp_result, {k: v for k, v in bos_value.items() if v})
 
-    def lower_aggregate(self, op: R.AggregateOp) -> None:
+    def lower_aggregate(self, op: R.AggregateOp) -> SSAValue:
         res_t = R.sop_type(op.res)
-        src = self.map[op.sop]
+        src = op.sop
         out_space = craft_type(op.label_str, res_t)
         out_dirs = out_space.labels
         default = op.default.data
         if res_t.is_categorical:
             res_index = {v: i for i, v in enumerate(res_t.value_set or ())}
-            src_vals = R.sop_type(op.sop).value_set or ()
+            src_vals = self.sop_type(op.sop).value_set or ()
             src_dirs = self.dirs(src)
             w_ov = {(src_dirs[i], out_dirs[res_index[v]]): 1.0 for i, v in enumerate(src_vals)}
             bos_value = {} if default is None else {out_dirs[res_index[default]]: 1.0}
         else:
             w_ov = {(self.dirs(src)[0], out_dirs[0]): 1.0}
             bos_value = {out_dirs[0]: float(default)} if default else {}
-        self.attention(op, op.selector, 0.5, [src], w_ov, bos_value, out_space, op.label_str, op.res)
+        return self.attention(op, op.selector, 0.5, [src], w_ov, bos_value, out_space, op.label_str, op.res)
 
-    def lower_selector_width(self, op: R.SelectorWidthOp) -> None:
+    def lower_selector_width(self, op: R.SelectorWidthOp) -> SSAValue:
         res_t = R.sop_type(op.res)
         widths = [int(w) for w in (res_t.value_set or range(self.max_seq_len + 1))]
         share_label = f"{op.label_str}.bos_share"
@@ -431,7 +418,73 @@ class _Lowering:
             outputs = [{out_dirs[0]: float(w)} for _, w in points]
         mlp = MlpBuilder(op.label_str)
         discretising_mlp(mlp, share_label, [p for p, _ in points], outputs)
-        self.mlp(mlp, [share], out_space, op.res)
+        return self.mlp(mlp, [share], out_space, op.res)
+
+
+# --------------------------------------------------------------------------- rewrite patterns
+
+
+@dataclass
+class _CraftPattern(RewritePattern):
+    """Replaces one rasp op by the craft ops a construction of `CraftLowering` builds."""
+
+    lowering: CraftLowering
+
+    def replace(self, op: Operation, rewriter: PatternRewriter, result: SSAValue | None) -> None:
+        ops, self.lowering.pending = self.lowering.pending, []
+        rewriter.replace(op, ops, [result] if op.results else [])
+
+
+class TokensIndicesToEmbedding(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.TokensOp | R.IndicesOp, rewriter: PatternRewriter) -> None:
+        source, name = ("tokens", "tokens") if isinstance(op, R.TokensOp) else ("indices", op.label_str)
+        res = self.lowering.emit(C.EmbedOp(source, craft_type(name, R.sop_type(op.res))), op.res)
+        self.replace(op, rewriter, res)
+
+
+class ConstantsToPositional(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.FullOp | R.ConstantOp, rewriter: PatternRewriter) -> None:
+        n = self.lowering.max_seq_len
+        values = [op.fill.data] * n if isinstance(op, R.FullOp) else [*op.value.data, *[None] * n][:n]
+        self.replace(op, rewriter, self.lowering.positional(op, values))
+
+
+class MapToLookupMlp(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.MapOp, rewriter: PatternRewriter) -> None:
+        self.replace(op, rewriter, self.lowering.lower_map(op))
+
+
+class SequenceMapToMlp(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.SequenceMapOp, rewriter: PatternRewriter) -> None:
+        self.replace(op, rewriter, self.lowering.lower_sequence_map(op))
+
+
+class LinearSequenceMapToMlp(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.LinearSequenceMapOp, rewriter: PatternRewriter) -> None:
+        self.replace(op, rewriter, self.lowering.lower_linear_sequence_map(op))
+
+
+class SelectAggregateToAttentionHead(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.AggregateOp, rewriter: PatternRewriter) -> None:
+        self.replace(op, rewriter, self.lowering.lower_aggregate(op))
+
+
+class SelectorWidthToAttentionAndMlp(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.SelectorWidthOp, rewriter: PatternRewriter) -> None:
+        self.replace(op, rewriter, self.lowering.lower_selector_width(op))
+
+
+class OutputToCraftOutput(_CraftPattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.OutputOp, rewriter: PatternRewriter) -> None:
+        rewriter.replace(op, [C.OutputOp(op.inp)], [])
 
 
 @dataclass(frozen=True)
@@ -442,17 +495,31 @@ class LowerRaspToCraftPass(ModulePass):
     leak: float = 1e-9
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        lowering = _Lowering(op, self.leak)
-        old = list(op.ops)
-        for rasp_op in old:
-            lowering.lower(rasp_op)
-        for o in reversed(old):
-            o.detach()
-            o.drop_all_references()
-        op.body.block.add_ops(lowering.new_ops)
-        remaining = [o.name for o in op.walk() if o.name.startswith("rasp.")]
-        assert not remaining, remaining
-        op.attributes["raspc.output_values"] = _output_values(old)
+        output_values = _output_values(list(op.ops))
+        lowering = CraftLowering(op, self.leak)
+        block = op.body.block
+        if block.first_op is not None:
+            block.insert_ops_before(lowering.embeddings, block.first_op)
+        patterns: list[RewritePattern] = [
+            cls(lowering)
+            for cls in (
+                TokensIndicesToEmbedding, ConstantsToPositional, MapToLookupMlp, SequenceMapToMlp,
+                LinearSequenceMapToMlp, SelectAggregateToAttentionHead, SelectorWidthToAttentionAndMlp,
+                OutputToCraftOutput,
+            )
+        ]
+        # One forward walk: producers are rewritten before their users read them. No DCE during
+        # the walk: `one` and `bos` have no users until the blocks that read them are built.
+        PatternRewriteWalker(
+            GreedyRewritePatternApplier(patterns, dce_enabled=False), apply_recursively=False
+        ).rewrite_module(op)
+        # Selects were read by the heads that replaced their users; now they are dead.
+        for dead in reversed([o for o in op.ops if o.name.startswith("rasp.")]):
+            if any(r.uses for r in dead.results):
+                raise UnsupportedError(f"lower-rasp-to-craft does not handle {dead.name}")
+            dead.detach()
+            dead.erase()
+        op.attributes["raspc.output_values"] = output_values
 
 
 def _output_values(old_ops: list[Operation]) -> Attribute:
