@@ -26,10 +26,10 @@ def __getattr__(name: str):
         from raspc import model
 
         return getattr(model, name)
-    if name == "lib":
+    if name in ("lib", "compiling"):
         import importlib
 
-        return importlib.import_module("raspc.lib")
+        return importlib.import_module(f"raspc.{name}")
     if name in ("DEFAULT_PIPELINE", "register_pass", "compile_program", "parse_ir", "run_pipeline"):
         from raspc import compiler
 
@@ -38,7 +38,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "rasp", "lib", "compile_rasp_to_model", "CompiledModel", "ModelOutput", "DEFAULT_PIPELINE", "register_pass",
+    "rasp", "lib", "compiling", "compile_rasp_to_model", "CompiledModel", "ModelOutput", "DEFAULT_PIPELINE", "register_pass",
     "compile_program", "parse_ir", "run_pipeline", "RaspcError", "CompileError", "UnsupportedError",
     "ValueSetError", "VocabError", "InputError", "IRError", "PipelineError",
 ]

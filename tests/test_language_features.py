@@ -210,3 +210,13 @@ def test_bad_pipelines_are_pipeline_errors_and_short_pipelines_are_explained():
             compile_rasp_to_model(lib.make_hist(), ["a"], 3, pipeline=spec)
     with pytest.raises(IRError, match="ends at the rasp level"):
         compile_rasp_to_model(lib.make_hist(), ["a"], 3, pipeline="cse")
+
+
+def test_a_tracr_program_ports_by_changing_its_imports():
+    from raspc import compiling, lib as raspc_lib, rasp as raspc_rasp
+
+    program = raspc_lib.make_length()
+    model = compiling.compile_rasp_to_model(program, vocab={1, 2, 3}, max_seq_len=5,
+                                            compiler_bos=compiling.COMPILER_BOS)
+    assert model.apply([compiling.COMPILER_BOS, 1, 2, 3]).decoded == [compiling.COMPILER_BOS, 3, 3, 3]
+    assert raspc_rasp.evaluate(program, [1, 2]) == [2, 2]
