@@ -251,3 +251,12 @@ def test_verify_checks_every_pass_and_needs_a_program(built: Path, tmp_path: Pat
 def test_elide_shortens_weights():
     out = ok(raspc("compile", "lib:make_hist", *VOCAB, "--emit", "tensor", "--elide"))
     assert "dense<...> : tensor<" in out and '"0x' not in out
+
+
+@pytest.mark.parametrize("script", ["walkthrough.py", "custom_pass.py"])
+def test_examples_run(script: str, tmp_path: Path):
+    path = Path(__file__).resolve().parents[1] / "examples" / script
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=tmp_path, env=_env(),
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
