@@ -350,6 +350,17 @@ class _Tracer:
         default = a * (x.default or 0) + b * (y.default or 0)
         return [*means, default]
 
+    def _never_selects_self(self, sel: rasp.Selector) -> bool:
+        """True when no query selects its own position (keys are queries, the table's diagonal is
+        false: LT, GT, NEQ), so a width is at most max_seq_len - 1."""
+        if not (isinstance(sel, rasp.Select) and sel.keys is sel.queries):
+            return False
+        op = self.values[id(sel)].owner
+        assert isinstance(op, R.SelectOp)
+        n = len(self.value_set(sel.keys) or ())
+        table = R.table_values(op.table)
+        return not any(table[i * n + i] for i in range(n))
+
     def _aggregate(self, expr: rasp.Aggregate, label: str, src: str | None) -> None:
         inner = expr.sop
         if rasp.is_numerical(expr) != rasp.is_numerical(inner):
@@ -371,7 +382,8 @@ class _Tracer:
 
     def _selector_width(self, expr: rasp.SelectorWidth, label: str, src: str | None) -> None:
         low = 1 if _always_selects_self(expr.selector) else 0
-        t = self.make_type(expr, range(low, self.max_seq_len + 1))
+        high = self.max_seq_len - 1 if self._never_selects_self(expr.selector) else self.max_seq_len
+        t = self.make_type(expr, range(low, high + 1))
         self.emit(expr, R.SelectorWidthOp(self.values[id(expr.selector)], t, label, src))
 
 
