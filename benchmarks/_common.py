@@ -328,16 +328,45 @@ def raspc_ids(model: Any, seqs: Sequence[Sequence[Any]]) -> np.ndarray:
     return np.array([rt.encode([rt.bos, *s]) for s in seqs], dtype=np.int64)
 
 
-def raspc_forward_ms(model: Any, ids: np.ndarray, runs: int) -> list[float]:
-    """Milliseconds per onnxruntime call on the batch `ids` (one untimed warm-up call first)."""
-    rt = model.runtime
-    rt.run_ids(ids)
+def call_ms(call: Any, runs: int) -> list[float]:
+    """Milliseconds per call of `call()`, after one untimed warm-up call."""
+    call()
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        rt.run_ids(ids)
+        call()
         times.append((time.perf_counter() - t) * 1e3)
     return times
+
+
+def raspc_forward_ms(model: Any, ids: np.ndarray, runs: int) -> list[float]:
+    """Milliseconds per onnxruntime call on the batch `ids` (one untimed warm-up call first)."""
+    return call_ms(lambda: model.runtime.run_ids(ids), runs)
+
+
+def score(inputs: list[list[Any]], got: list[list[Any]], expected: list[list[Any]], skip_none: bool) -> dict[str, Any]:
+    """Sequence and position accuracy of `got` against `expected`, with the shortest wrong inputs."""
+    ok = [sequence_matches(g, e, skip_none) for g, e in zip(got, expected)]
+    pos_right = pos_checked = 0
+    for g, e in zip(got, expected):
+        r, c = position_accuracy(g, e, skip_none)
+        pos_right, pos_checked = pos_right + r, pos_checked + c
+    wrong = [
+        {"input": x, "expected": e, "got": [v.item() if hasattr(v, "item") else v for v in g]}
+        for x, g, e, good in zip(inputs, got, expected, ok)
+        if not good
+    ]
+    wrong.sort(key=lambda w: len(w["input"]))
+    return {
+        "seq_acc": sum(ok) / len(ok) if ok else float("nan"),
+        "pos_acc": pos_right / pos_checked if pos_checked else float("nan"),
+        "n_inputs": len(ok),
+        "n_wrong": len(wrong),
+        "wrong_examples": wrong[:5],
+        "none_positions_skipped": skip_none,
+    }
+
+
 
 
 def raspc_outputs(model: Any, inputs: Sequence[Sequence[Any]], chunk: int = 256) -> list[list[Any]]:
@@ -414,13 +443,7 @@ class TracrRunner:
         return np.asarray(out.unembedded_output.block_until_ready())
 
     def forward_ms(self, ids: np.ndarray, runs: int) -> list[float]:
-        self.forward(ids)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            self.forward(ids)
-            times.append((time.perf_counter() - t) * 1e3)
-        return times
+        return call_ms(lambda: self.forward(ids), runs)
 
     def outputs(self, inputs: Sequence[Sequence[Any]]) -> list[list[Any]]:
         """Decoded answers (BOS dropped) like Tracr's `apply`, computed per length group."""

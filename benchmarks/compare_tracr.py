@@ -90,7 +90,7 @@ def measure_raspc(case: dict[str, Any], runs: int, inputs: list[list[Any]], batc
     expected = [rrasp.evaluate(program, x) for x in inputs]
     t, got = C.timed(lambda: C.raspc_outputs(model, inputs))
     res["accuracy_run_s"] = t
-    res.update(score(inputs, got, expected, skip_none=False))
+    res.update(C.score(inputs, got, expected, skip_none=False))
     res["_expected"] = expected
     return res
 
@@ -122,31 +122,9 @@ def measure_tracr(case: dict[str, Any], runs: int, inputs: list[list[Any]], batc
     t, got = C.timed(lambda: runner.outputs(inputs))
     res["accuracy_run_s"] = t
     res["accuracy_how"] = "jitted forward, one batch per input length, decoded by Tracr's output encoder"
-    res.update(score(inputs, got, expected, skip_none=True))
+    res.update(C.score(inputs, got, expected, skip_none=True))
     res["_expected"] = expected
     return res
-
-
-def score(inputs: list[list[Any]], got: list[list[Any]], expected: list[list[Any]], skip_none: bool) -> dict[str, Any]:
-    ok = [C.sequence_matches(g, e, skip_none) for g, e in zip(got, expected)]
-    pos_right = pos_checked = 0
-    for g, e in zip(got, expected):
-        r, c = C.position_accuracy(g, e, skip_none)
-        pos_right, pos_checked = pos_right + r, pos_checked + c
-    wrong = [
-        {"input": x, "expected": e, "got": [v.item() if hasattr(v, "item") else v for v in g]}
-        for x, g, e, good in zip(inputs, got, expected, ok)
-        if not good
-    ]
-    wrong.sort(key=lambda w: len(w["input"]))
-    return {
-        "seq_acc": sum(ok) / len(ok) if ok else float("nan"),
-        "pos_acc": pos_right / pos_checked if pos_checked else float("nan"),
-        "n_inputs": len(ok),
-        "n_wrong": len(wrong),
-        "wrong_examples": wrong[:5],
-        "none_positions_skipped": skip_none,
-    }
 
 
 # --------------------------------------------------------------------------- report

@@ -102,11 +102,7 @@ def measure_point(program: str, vocab: list[Any], msl: int, runs: int, tracr: bo
         prog = C.build(call, rlib, rrasp)
         expected = [rrasp.evaluate(prog, x) for x in inputs]
         got = C.raspc_outputs(model, inputs)
-        ok = [C.sequence_matches(g, e, skip_none=False) for g, e in zip(got, expected)]
-        r["seq_acc"] = sum(ok) / len(ok)
-        r["wrong_examples"] = sorted(
-            ({"input": x, "expected": e, "got": g} for x, g, e, k in zip(inputs, got, expected, ok) if not k),
-            key=lambda w: len(w["input"]))[:3]
+        r.update(C.score(inputs, got, expected, skip_none=False))
         del model
     except Exception as e:
         r["error"] = short_error(e)
@@ -144,11 +140,7 @@ def measure_point(program: str, vocab: list[Any], msl: int, runs: int, tracr: bo
                     t["accuracy_skipped"] = f"accuracy run stopped after {tracr_budget:.0f} s"
                 t["accuracy_run_s"] = time.perf_counter() - t0
             if tracr_acc and got is not None:
-                ok = [C.sequence_matches(g, e, skip_none=True) for g, e in zip(got, expected)]
-                t["seq_acc"] = sum(ok) / len(ok)
-                t["wrong_examples"] = sorted(
-                    ({"input": x, "expected": e, "got": g} for x, g, e, k in zip(inputs, got, expected, ok) if not k),
-                    key=lambda w: len(w["input"]))[:3]
+                t.update(C.score(inputs, got, expected, skip_none=True))
             del model
         except Exception as e:
             t["error"] = short_error(e)
