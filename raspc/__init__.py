@@ -14,6 +14,7 @@ from raspc.errors import (
     RaspcError,
     UnsupportedError,
     ValueSetError,
+    VerificationError,
     VocabError,
 )
 
@@ -30,7 +31,7 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module(f"raspc.{name}")
-    if name in ("DEFAULT_PIPELINE", "register_pass", "compile_program", "parse_ir", "run_pipeline"):
+    if name in ("DEFAULT_PIPELINE", "register_pass", "compile_program", "compile_module", "parse_ir"):
         from raspc import compiler
 
         return getattr(compiler, name)
@@ -39,6 +40,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "rasp", "lib", "compiling", "compile_rasp_to_model", "CompiledModel", "ModelOutput", "DEFAULT_PIPELINE", "register_pass",
-    "compile_program", "parse_ir", "run_pipeline", "RaspcError", "CompileError", "UnsupportedError",
-    "ValueSetError", "VocabError", "InputError", "IRError", "PipelineError",
+    "compile_program", "compile_module", "parse_ir", "RaspcError", "CompileError", "UnsupportedError",
+    "ValueSetError", "VocabError", "InputError", "IRError", "PipelineError", "VerificationError",
 ]

@@ -1,11 +1,15 @@
-"""The driver: context, pass registry, default pipeline, and `compile_rasp_to_model`.
+"""The driver: context, pass registry, default pipeline, IR parsing, and running pipelines.
 
 The default pipeline is just a pipeline string; print it, edit it, insert your own pass anywhere
-(register it with `register_pass`) and run it here or with `raspc-opt -p ...`.
+(register it with `register_pass`) and run it here or with `raspc-opt -p ...`. `compile_module`
+is the one driver (used by the API and both CLIs): it runs a pipeline, can stop at a level
+(rasp, craft, tensor), verifies the IR after every pass, and with `verify` checks after every
+pass that the module still computes what its input did.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Sequence
 
 from xdsl.context import Context
@@ -13,40 +17,35 @@ from xdsl.dialects.builtin import Builtin, ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.utils.exceptions import VerifyException
 
-from raspc import rasp
+from raspc.dialects.common import container_of, level_of
 from raspc.errors import IRError, PipelineError, RaspcError
 
-RASP_PIPELINE = "check-causal,combine-selectors,product-selectors,discretise-numerical-operands,fuse-maps,cse,dce"
+RASP_PIPELINE = (
+    "infer-value-sets,combine-selectors,check-causal,product-selectors,discretise-numerical-operands,fuse-maps,cse,dce"
+)
 CRAFT_PIPELINE = "lower-rasp-to-craft,allocate-layers,layout-residual"
 TENSOR_PIPELINE = "lower-craft-to-tensor"
 DEFAULT_PIPELINE = ",".join([RASP_PIPELINE, CRAFT_PIPELINE, TENSOR_PIPELINE])
-LEVELS = ("rasp", "craft", "tensor", "onnx")
+LEVELS = ("rasp", "craft", "tensor")
 
-
-def _rasp_passes() -> dict[str, Callable[[], type[ModulePass]]]:
-    def lazy(module: str, cls: str) -> Callable[[], type[ModulePass]]:
-        def load() -> type[ModulePass]:
-            import importlib
-
-            return getattr(importlib.import_module(module), cls)
-
-        return load
-
-    return {
-        "check-causal": lazy("raspc.passes.check_causal", "CheckCausalPass"),
-        "combine-selectors": lazy("raspc.passes.combine_selectors", "CombineSelectorsPass"),
-        "product-selectors": lazy("raspc.passes.product_selectors", "ProductSelectorsPass"),
-        "discretise-numerical-operands": lazy("raspc.passes.discretise_numerical", "DiscretiseNumericalOperandsPass"),
-        "fuse-maps": lazy("raspc.passes.fuse_maps", "FuseMapsPass"),
-        "lower-rasp-to-craft": lazy("raspc.lowering.rasp_to_craft", "LowerRaspToCraftPass"),
-        "allocate-layers": lazy("raspc.passes.allocate_layers", "AllocateLayersPass"),
-        "layout-residual": lazy("raspc.passes.layout_residual", "LayoutResidualPass"),
-        "lower-craft-to-tensor": lazy("raspc.lowering.craft_to_tensor", "LowerCraftToTensorPass"),
-        "export-onnx": lazy("raspc.lowering.tensor_to_onnx", "ExportOnnxPass"),
-    }
-
-
+_RASPC_PASSES = {
+    "infer-value-sets": ("raspc.passes.infer_value_sets", "InferValueSetsPass"),
+    "check-causal": ("raspc.passes.check_causal", "CheckCausalPass"),
+    "combine-selectors": ("raspc.passes.combine_selectors", "CombineSelectorsPass"),
+    "product-selectors": ("raspc.passes.product_selectors", "ProductSelectorsPass"),
+    "discretise-numerical-operands": ("raspc.passes.discretise_numerical", "DiscretiseNumericalOperandsPass"),
+    "fuse-maps": ("raspc.passes.fuse_maps", "FuseMapsPass"),
+    "lower-rasp-to-craft": ("raspc.lowering.rasp_to_craft", "LowerRaspToCraftPass"),
+    "allocate-layers": ("raspc.passes.allocate_layers", "AllocateLayersPass"),
+    "layout-residual": ("raspc.passes.layout_residual", "LayoutResidualPass"),
+    "lower-craft-to-tensor": ("raspc.lowering.craft_to_tensor", "LowerCraftToTensorPass"),
+    "export-onnx": ("raspc.lowering.tensor_to_onnx", "ExportOnnxPass"),
+}
 _USER_PASSES: dict[str, Callable[[], type[ModulePass]]] = {}
+
+
+def _lazy(module: str, cls: str) -> Callable[[], type[ModulePass]]:
+    return lambda: getattr(importlib.import_module(module), cls)
 
 
 def register_pass(pass_class: type[ModulePass]) -> type[ModulePass]:
@@ -56,32 +55,23 @@ def register_pass(pass_class: type[ModulePass]) -> type[ModulePass]:
 
 
 def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
+    """Every pass a raspc pipeline can name: xDSL's cse, dce, canonicalize, raspc's, and registered ones."""
     from xdsl.transforms import get_all_passes
 
     upstream = get_all_passes()
     passes = {name: upstream[name] for name in ("cse", "dce", "canonicalize")}
-    passes.update(_rasp_passes())
+    passes.update({name: _lazy(*where) for name, where in _RASPC_PASSES.items()})
     passes.update(_USER_PASSES)
     return passes
 
 
 def dialect_factories() -> dict[str, Callable[[], Any]]:
-    def rasp_d():
-        from raspc.dialects.rasp import Rasp
-
-        return Rasp
-
-    def craft_d():
-        from raspc.dialects.craft import Craft
-
-        return Craft
-
-    def tensor_d():
-        from raspc.dialects.tensor import Tensor
-
-        return Tensor
-
-    return {"rasp": rasp_d, "craft": craft_d, "tensor": tensor_d}
+    return {
+        "raspc": lambda: importlib.import_module("raspc.dialects.common").Raspc,
+        "rasp": lambda: importlib.import_module("raspc.dialects.rasp").Rasp,
+        "craft": lambda: importlib.import_module("raspc.dialects.craft").Craft,
+        "tensor": lambda: importlib.import_module("raspc.dialects.tensor").Tensor,
+    }
 
 
 def context() -> Context:
@@ -92,19 +82,26 @@ def context() -> Context:
     return ctx
 
 
-def parse_ir(text: str, ctx: Context | None = None) -> ModuleOp:
+def parse_ir(text: str, name: str = "<input>") -> ModuleOp:
     """Parses and verifies IR text at any level; errors become IRError with the location."""
     from xdsl.parser import Parser
     from xdsl.utils.exceptions import ParseError
 
-    ctx = ctx or context()
+    parser = Parser(context(), text, name)
     try:
-        module = Parser(ctx, text).parse_module()
-        module.verify()
+        module = parser.parse_module()
     except ParseError as exc:
-        raise IRError(str(exc).strip()) from None
+        raise IRError(f"{exc.span.get_location()}: {' '.join(exc.msg.split())}") from None
+    except VerifyException as exc:  # an attribute or type that does not verify, met while parsing
+        end = len(text[: parser.pos].rstrip())  # where the attribute just parsed ends
+        line = text.count("\n", 0, end) + 1
+        col = end - text.rfind("\n", 0, end)
+        raise IRError(f"{name}:{line}:{col}: IR does not verify: {' '.join(str(exc).split())}") from None
+    try:
+        module.verify()
     except VerifyException as exc:
-        raise IRError(f"IR does not verify: {_locate_verify_error(module, text) or exc}") from None
+        raise IRError(f"{name}: IR does not verify: {_locate_verify_error(module, text) or exc}") from None
+    container_of(module)
     return module
 
 
@@ -126,52 +123,71 @@ def _locate_verify_error(module: ModuleOp, text: str) -> str | None:
     return None
 
 
-def build_pipeline(
-    spec: str, callback: Callable[[ModulePass | None, ModuleOp, ModulePass | None], None] | None = None
-) -> PassPipeline:
-    passes = available_passes()
-    from xdsl.utils.exceptions import ArgSpecParseError
+def build_pipeline(spec: str) -> tuple[ModulePass, ...]:
+    """The passes of a pipeline string; a PipelineError names an unknown pass or bad syntax."""
+    from xdsl.utils.arg_spec import ArgSpecParseError
 
+    passes = available_passes()
+    if not spec.strip():
+        return ()
     try:
-        return PassPipeline.parse_spec(passes, spec, callback)
+        return PassPipeline.parse_spec(passes, spec).passes
     except (Exception, ArgSpecParseError) as exc:  # ArgSpecParseError (bad syntax) is a BaseException
         names = ", ".join(sorted(passes))
-        raise PipelineError(f"bad pipeline '{spec}': {exc}. Known passes: {names}") from None
+        raise PipelineError(f"bad pipeline '{spec}': {' '.join(str(exc).split())}. Known passes: {names}") from None
 
 
-def level_of(module: ModuleOp) -> str:
-    """rasp, craft or tensor: the dialect of the module's ops."""
-    for op in module.ops:
-        return op.name.split(".")[0]
-    return "rasp"
+def remaining_pipeline(module: ModuleOp, pipeline: str = DEFAULT_PIPELINE) -> str:
+    """The part of `pipeline` a module still needs, judged by its level and its container's properties."""
+    from raspc.dialects import craft as C
+
+    names = [p.strip() for p in pipeline.split(",") if p.strip()]
+    container = container_of(module)
+    if container.LEVEL == "rasp":
+        return pipeline
+    if container.LEVEL == "tensor":
+        return ""
+    assert isinstance(container, C.ModelOp)
+    done = {"lower-rasp-to-craft", *(["allocate-layers"] if container.layers is not None else []),
+            *(["layout-residual"] if container.residual is not None else [])}
+    start = names.index("lower-rasp-to-craft") + 1 if "lower-rasp-to-craft" in names else 0
+    return ",".join(n for n in names[start:] if n not in done)
 
 
-def run_pipeline(
+def compile_module(
     module: ModuleOp,
-    spec: str,
+    pipeline: str = DEFAULT_PIPELINE,
     *,
-    verify_each: bool = True,
-    on_pass: Callable[[str, ModuleOp], None] | None = None,
+    stop_at: str | None = None,
+    verifier: Any | None = None,
+    on_pass: Callable[[ModulePass, ModuleOp], None] | None = None,
 ) -> ModuleOp:
-    """Runs `spec` on `module` in place, verifying after each pass; `on_pass(name, module)` after each."""
-    pipeline = build_pipeline(spec)
+    """Runs `pipeline` on `module` pass by pass (in place), verifying the IR after each.
+
+    `stop_at` (rasp, craft or tensor) returns the module as it was just before the first pass that
+    would take it below that level. `verifier` (a raspc.verification.Verifier) checks every pass's
+    answers; `on_pass(pass, module)` is called after each pass."""
     ctx = context()
-    for p in pipeline.passes:
+    for p in build_pipeline(pipeline):
+        before = module.clone() if stop_at is not None and level_of(module) == stop_at else None
         try:
             p.apply(ctx, module)
-            if verify_each:
-                module.verify()
+            module.verify()
         except RaspcError:
             raise
         except VerifyException as exc:
             raise IRError(f"IR after pass '{p.name}' does not verify: {exc}") from None
+        if before is not None and level_of(module) != stop_at:
+            return before
+        if verifier is not None:
+            verifier.check(p.name, module)
         if on_pass is not None:
-            on_pass(p.name, module)
+            on_pass(p, module)
     return module
 
 
 def compile_program(
-    program: rasp.SOp,
+    program: Any,
     vocab: Sequence[Any],
     max_seq_len: int,
     *,
@@ -179,31 +195,32 @@ def compile_program(
     compiler_pad: Any = "PAD",
     causal: bool = False,
     pipeline: str = DEFAULT_PIPELINE,
-    verify: bool = False,
+    verify: bool | int | str = False,
+    stop_at: str | None = None,
+    on_pass: Callable[[ModulePass, ModuleOp], None] | None = None,
 ) -> tuple[ModuleOp, dict[str, ModuleOp]]:
-    """Front end + `pipeline`. Returns the final module and a snapshot per level it passed:
-    "rasp" is the traced program, "craft" and "tensor" the last module seen at those levels
-    (clones share their attributes, so snapshots are cheap; print them when needed).
-    With `verify`, every pass's output is run on random inputs and compared with the evaluator."""
+    """Front end + `pipeline`. Returns the final module and a snapshot per level it passed (the
+    traced rasp program, and the last module seen at craft and tensor). With `verify`, the trace is
+    checked against the evaluator and every pass's output against the trace."""
     from raspc.lowering.program_to_rasp import program_to_rasp
 
     module = program_to_rasp(program, vocab, max_seq_len, compiler_bos, compiler_pad, causal)
     snapshots = {"rasp": module.clone()}
-    check = None
+    verifier = None
     if verify:
-        from raspc.verification import make_checker
+        from raspc.verification import Verifier
 
-        check = make_checker(program, list(vocab), max_seq_len)
-        check("program-to-rasp", module)
+        verifier = Verifier(module, verify, program=program)
+        verifier.check_program()
 
-    def record(name: str, mod: ModuleOp) -> None:
+    def record(p: ModulePass, mod: ModuleOp) -> None:
         level = level_of(mod)
-        if level != "rasp":
+        if level != "rasp":  # clones share their attributes (the weights), so they are cheap
             snapshots[level] = mod.clone()
-        if check is not None:
-            check(name, mod)
+        if on_pass is not None:
+            on_pass(p, mod)
 
-    run_pipeline(module, pipeline, on_pass=record)
+    module = compile_module(module, pipeline, stop_at=stop_at, verifier=verifier, on_pass=record)
     return module, snapshots
 
 
@@ -226,3 +243,10 @@ def elide_dense(text: str, max_chars: int = 64) -> str:
         out.append(text[i:j])
         out.append(literal if len(literal) <= max_chars else "dense<...>")
         i = k
+
+
+__all__ = [
+    "DEFAULT_PIPELINE", "RASP_PIPELINE", "CRAFT_PIPELINE", "TENSOR_PIPELINE", "LEVELS", "register_pass",
+    "available_passes", "dialect_factories", "context", "parse_ir", "build_pipeline", "remaining_pipeline",
+    "compile_module", "compile_program", "level_of", "elide_dense",
+]

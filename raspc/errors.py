@@ -44,3 +44,7 @@ class IRError(RaspcError):
 
 class PipelineError(RaspcError):
     """An unknown pass name or a malformed pass pipeline."""
+
+
+class VerificationError(RaspcError):
+    """A pass changed what the program computes (a compiler bug: please report it with the program)."""

@@ -93,14 +93,16 @@ def compile_rasp_to_model(
     mlp_exactness: int | None = None,
     *,
     pipeline: str = DEFAULT_PIPELINE,
-    verify: bool = False,
+    verify: bool | int | str = False,
 ) -> CompiledModel:
     """Compiles a RASP program to a transformer (Tracr's signature; `mlp_exactness` is accepted and
     ignored: raspc's MLPs are exact by construction). A set vocabulary is sorted for determinism.
-    `verify=True` checks after every pass, on random inputs, that the IR still computes the program."""
+    `verify` checks after every pass that the IR still computes the program: `True` on 32 random
+    inputs (hypothesis, shrunk to a minimal failing one), an int on that many, `"exhaustive"` on
+    every input up to max_seq_len when there are at most 100,000 (see raspc.verification)."""
     del mlp_exactness
     if isinstance(vocab, (set, frozenset)):
-        from raspc.values import sorted_values
+        from raspc.utils.values import sorted_values
 
         vocab = list(sorted_values(vocab))
     from raspc.compiler import level_of

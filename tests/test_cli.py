@@ -67,7 +67,7 @@ def test_compile_emits_each_ir_level():
     assert "rasp.selector_width" in rasp_ir and "craft." not in rasp_ir
     craft_ir = ok(raspc("compile", "lib:make_hist", *VOCAB, "--emit", "craft"))
     assert "craft.attention_head" in craft_ir and "tensor." not in craft_ir
-    assert "raspc.residual_labels" in craft_ir  # the whole craft part of the pipeline has run
+    assert "residual = [" in craft_ir and "layers = " in craft_ir  # the whole craft part of the pipeline has run
     tensor_ir = ok(raspc("compile", "lib:make_hist", *VOCAB, "--emit", "tensor"))
     assert "tensor.attention_head" in tensor_ir and "craft." not in tensor_ir
 
@@ -130,7 +130,7 @@ def test_opt_round_trips(built: Path):
 
 def test_opt_pipeline(built: Path):
     out = ok(raspc_opt(built / "hist.mlir", "-p", "lower-rasp-to-craft,allocate-layers,layout-residual"))
-    assert "craft.mlp" in out and "raspc.residual_labels" in out and "rasp.select" not in out
+    assert "craft.mlp" in out and "residual = [" in out and "rasp.select" not in out
 
 
 def test_opt_print_ir_after_all(built: Path):
@@ -206,7 +206,7 @@ def test_error_bad_python_programs(tmp_path: Path):
 
 def test_error_malformed_ir(bad_ir: Path):
     line = one_line_error(raspc("compile", bad_ir, "-o", bad_ir.with_suffix(".onnx")))
-    assert f"{bad_ir}:4:" in line and "selector_widthx" in line
+    assert f"{bad_ir}:5:" in line and "selector_widthx" in line
 
 
 def test_error_unknown_pass():
@@ -221,7 +221,7 @@ def test_error_onnx_needs_output():
 def test_opt_error_malformed_ir(bad_ir: Path):
     r = raspc_opt(bad_ir)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert f"{bad_ir}:4:" in r.stderr and "^" in r.stderr
+    assert f"{bad_ir}:5:" in r.stderr and "^" in r.stderr
     assert "rasp.selector_widthx is not registered" in r.stderr
 
 
@@ -242,10 +242,15 @@ def test_circuits_of_an_exported_model(built: Path):
     assert "no head 'nope'" in one_line_error(raspc("circuits", built / "hist.onnx", "--head", "nope"))
 
 
-def test_verify_checks_every_pass_and_needs_a_program(built: Path, tmp_path: Path):
+def test_verify_checks_every_pass_against_the_program_or_the_input_ir(built: Path, tmp_path: Path):
     ok(raspc("compile", "lib:make_sort_freq", *VOCAB, "--verify", "-o", tmp_path / "s.onnx"))
-    assert "--verify needs the program" in one_line_error(
-        raspc("compile", built / "hist.mlir", "--verify", "-o", tmp_path / "h.onnx"))
+    ok(raspc("compile", "lib:make_hist", *VOCAB, "--verify=exhaustive", "-o", tmp_path / "e.onnx"))
+    ok(raspc("compile", built / "hist.mlir", "--verify=50", "-o", tmp_path / "h.onnx"))  # the IR is the reference
+    craft = tmp_path / "hist_craft.mlir"
+    ok(raspc("compile", "lib:make_hist", *VOCAB, "--emit", "craft", "-o", craft))
+    assert "rasp-level" in one_line_error(raspc("compile", craft, "--verify", "-o", tmp_path / "c.onnx"))
+    assert "exhaustive" in one_line_error(raspc("compile", "lib:make_hist", *VOCAB, "--verify=all", "-o",
+                                                tmp_path / "x.onnx"))
 
 
 def test_elide_shortens_weights():

@@ -1,8 +1,9 @@
-"""The tensor dialect, its numpy interpreter, the ONNX export and the onnxruntime runtime.
+"""The tensor dialect, its interpreter, the ONNX export and the onnxruntime runtime.
 
-Small tensor modules are built by hand (random weights, fixed seed): round-trips, verifier
+Small tensor models are built by hand (random weights, fixed seed): round-trips, verifier
 errors, checker, onnxruntime == run_tensor, padding never read, causal masking, dynamic
-batch/seq, metadata, deterministic bytes, runtime input errors, None decoding.
+batch/seq, metadata, deterministic bytes, runtime input errors, None decoding; and the level's
+structure (xDSL interpreter functions and one emitter per op, no import of a higher level).
 """
 
 from __future__ import annotations
@@ -15,32 +16,49 @@ import numpy as np
 import onnx
 import pytest
 from xdsl.context import Context
-from xdsl.dialects.builtin import Builtin, ModuleOp, StringAttr
+from xdsl.dialects.builtin import Builtin, ModuleOp
+from xdsl.interpreter import Interpreter
+from xdsl.ir import Operation
 from xdsl.parser import Parser
 from xdsl.passes import PassPipeline
 from xdsl.printer import Printer
-from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.exceptions import ParseError, VerifyException
 
 from raspc.dialects import tensor as T
-from raspc.dialects.rasp import Rasp
+from raspc.dialects.common import InputSpec, Raspc
 from raspc.errors import InputError, IRError
-from raspc.interpreters.tensor import run_tensor
-from raspc.lowering.tensor_to_onnx import ExportOnnxPass, tensor_to_onnx
+from raspc.interpreters import tensor as interp
+from raspc.interpreters.tensor import TensorFunctions, run_tensor, run_tensor_batch
+from raspc.lowering.tensor_to_onnx import EMITTERS, ExportOnnxPass, tensor_to_onnx
 from raspc.runtime import OnnxModel
 
 D = 7
 MAX_SEQ_LEN = 6
-VOCAB = ("a", "b", "c", "BOS", "PAD")
+VOCAB = ("a", "b", "c")
 BOS_ID, PAD_ID = 3, 4
+TOKEN_IDS = (*VOCAB, "BOS", "PAD")
 LABELS = ("one", "tokens:a", "tokens:b", "tokens:c", "out:x", "out:y", "num")
 
 
 def _ctx() -> Context:
     ctx = Context()
     ctx.load_dialect(Builtin)
-    ctx.load_dialect(Rasp)
+    ctx.load_dialect(Raspc)
     ctx.load_dialect(T.Tensor)
     return ctx
+
+
+def _spec(vocab: Sequence[Any] = VOCAB, causal: bool = False) -> InputSpec:
+    return InputSpec(tuple(vocab), "BOS", "PAD", MAX_SEQ_LEN, causal)
+
+
+def _model(ops: Sequence[Operation], *, vocab: Sequence[Any] = VOCAB, causal: bool = False,
+           labels: Sequence[str] = LABELS, name: str | None = None) -> ModuleOp:
+    return ModuleOp([T.ModelOp(_spec(vocab, causal), labels, ops, name=name)])
+
+
+def _body(module: ModuleOp) -> list[Operation]:
+    return list(T.model_op(module).body.block.ops)
 
 
 def build_module(
@@ -53,14 +71,15 @@ def build_module(
     two_layers: bool = False,
     vocab: Sequence[Any] = VOCAB,
 ) -> ModuleOp:
-    """1 layer: 2 heads of different sizes (3 and 2 / 4 and 1) + an MLP; optionally a second layer."""
+    """1 layer: 2 heads of different sizes (3 and 2 / 4 and 1) + an MLP; optionally a second layer.
+    The token embedding has a row per token id: `vocab`, then BOS, then PAD."""
     rng = np.random.default_rng(seed)
 
     def w(*shape: int) -> np.ndarray:
         return rng.standard_normal(shape).astype(np.float32)
 
     ops: list[Any] = []
-    emb = T.EmbedOp(w(len(vocab), D), w(MAX_SEQ_LEN + 1, D))
+    emb = T.EmbedOp(w(len(vocab) + 2, D), w(MAX_SEQ_LEN + 1, D))
     ops.append(emb)
     h1 = T.AttentionHeadOp(emb, "h1", 0, w(D, 3), w(D, 3), w(D, 4), w(4, D), 1.5)
     h2 = T.AttentionHeadOp(emb, "h2", 0, w(D, 2), w(D, 2), w(D, 1), w(1, D), 0.25)
@@ -74,17 +93,7 @@ def build_module(
         last = T.AddOp([last, h3])
         ops += [h3, last]
     ops.append(T.ReadoutOp(last, list(readout_dims), encoding, values))
-    module = ModuleOp(ops)
-    T.set_model_attributes(
-        module,
-        vocab=vocab,
-        bos_id=BOS_ID,
-        pad_id=PAD_ID,
-        max_seq_len=MAX_SEQ_LEN,
-        causal=causal,
-        residual_labels=LABELS,
-    )
-    module.attributes["raspc.program"] = StringAttr("toy")
+    module = _model(ops, vocab=vocab, causal=causal, name="toy")
     module.verify()
     return module
 
@@ -116,12 +125,13 @@ def runtime(model_bytes: bytes) -> OnnxModel:
 def test_roundtrip_custom_and_generic_bit_exact() -> None:
     m = build_module(two_layers=True)
     text = str(m)
-    assert "tensor.attention_head" in text and "tensor.readout" in text
+    assert "tensor.model<" in text and "tensor.attention_head" in text and "tensor.readout categorical" in text
     m2 = Parser(_ctx(), text).parse_module()
     m2.verify()
     assert str(m2) == text
     assert m2.is_structurally_equivalent(m)
-    for a, b in zip(m.ops, m2.ops, strict=True):
+    assert T.model_op(m2).properties == T.model_op(m).properties
+    for a, b in zip(_body(m), _body(m2), strict=True):
         for key, attr in a.properties.items():
             if isinstance(attr, T.DenseIntOrFPElementsAttr):
                 x, y = T.dense_to_numpy(attr), T.dense_to_numpy(b.properties[key])
@@ -153,28 +163,73 @@ def _emb(d: int = D) -> T.EmbedOp:
 
 
 @pytest.mark.parametrize(
-    "make",
+    "make,reason",
     [
-        lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D, 3)), np.zeros((D, 2)), np.zeros((D, 2)), np.zeros((2, D)), 1.0),
-        lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D + 1, 3)), np.zeros((D + 1, 3)), np.zeros((D, 2)), np.zeros((2, D)), 1.0),
-        lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D, 3)), np.zeros((D, 3)), np.zeros((D, 2)), np.zeros((3, D)), 1.0),
-        lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D, 3)), np.zeros((D, 3)), np.zeros((D, 2)), np.zeros((2, D - 1)), 1.0),
-        lambda e: T.MlpOp(e, "m", 0, np.zeros((D, 4)), np.zeros(5), np.zeros((4, D)), np.zeros(D)),
-        lambda e: T.MlpOp(e, "m", 0, np.zeros((D, 4)), np.zeros(4), np.zeros((4, D)), np.zeros(D + 1)),
-        lambda e: T.MlpOp(e, "m", 0, np.zeros((D, 4)), np.zeros(4), np.zeros((5, D)), np.zeros(D)),
-        lambda e: T.MlpOp(e, "m", -1, np.zeros((D, 4)), np.zeros(4), np.zeros((4, D)), np.zeros(D)),
-        lambda e: T.ReadoutOp(e, [0, D], "categorical", ["x", "y"]),
-        lambda e: T.ReadoutOp(e, [0, 1], "categorical", ["x"]),
-        lambda e: T.ReadoutOp(e, [0, 1], "numerical", []),
-        lambda e: T.ReadoutOp(e, [0], "ordinal", []),
-        lambda e: T.AddOp([e, _emb(D + 1)]),
+        (lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D, 3)), np.zeros((D, 2)), np.zeros((D, 2)), np.zeros((2, D)), 1.0), "w_k has shape 7x2"),
+        (lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D + 1, 3)), np.zeros((D + 1, 3)), np.zeros((D, 2)), np.zeros((2, D)), 1.0), "w_q has shape 8x3"),
+        (lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D, 3)), np.zeros((D, 3)), np.zeros((D, 2)), np.zeros((3, D)), 1.0), "w_o has shape 3x7"),
+        (lambda e: T.AttentionHeadOp(e, "h", 0, np.zeros((D, 3)), np.zeros((D, 3)), np.zeros((D, 2)), np.zeros((2, D - 1)), 1.0), "w_o has shape 2x6"),
+        (lambda e: T.MlpOp(e, "m", 0, np.zeros((D, 4)), np.zeros(5), np.zeros((4, D)), np.zeros(D)), "b_in has shape 5"),
+        (lambda e: T.MlpOp(e, "m", 0, np.zeros((D, 4)), np.zeros(4), np.zeros((4, D)), np.zeros(D + 1)), "b_out has shape 8"),
+        (lambda e: T.MlpOp(e, "m", 0, np.zeros((D, 4)), np.zeros(4), np.zeros((5, D)), np.zeros(D)), "w_out has shape 5x7"),
+        (lambda e: T.MlpOp(e, "m", -1, np.zeros((D, 4)), np.zeros(4), np.zeros((4, D)), np.zeros(D)), "layer must be >= 0"),
+        (lambda e: T.ReadoutOp(e, [0, D], "categorical", ["x", "y"]), "out of range"),
+        (lambda e: T.ReadoutOp(e, [0, 1], "categorical", ["x"]), "2 dims but 1 values"),
+        (lambda e: T.ReadoutOp(e, [0, 1], "numerical", []), "exactly one dim"),
+        (lambda e: T.ReadoutOp(e, [0], "numerical", ["x"]), "must be numbers"),
+        (lambda e: T.AddOp([e, _emb(D + 1)]), "expected from variable 'T'"),
     ],
 )
-def test_verifier_rejects_bad_shapes(make: Any) -> None:
+def test_verifier_rejects_bad_shapes(make: Any, reason: str) -> None:
+    """Each op in an otherwise valid model (a readout as its terminator), rejected for its own reason."""
     e = _emb()
     op = make(e)
-    with pytest.raises(VerifyException):
-        op.verify()
+    ops = [e, op] if isinstance(op, T.ReadoutOp) else [e, op, T.ReadoutOp(e, [0], "numerical")]
+    module = _model(ops)
+    with pytest.raises(VerifyException, match=reason):
+        module.verify()
+
+
+def test_readout_encoding_is_an_enum() -> None:
+    with pytest.raises(ValueError):
+        T.ReadoutOp(_emb(), [0], "ordinal", [])
+    text = str(build_module(encoding="numerical", readout_dims=[6], values=()))
+    assert "tensor.readout numerical %" in text
+    with pytest.raises(ParseError):
+        Parser(_ctx(), text.replace("tensor.readout numerical", "tensor.readout ordinal")).parse_module()
+
+
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda e: [e, T.ReadoutOp(e, [0], "numerical"), T.AddOp([e])], "must be the last operation"),
+        (lambda e: [e, _emb(), T.ReadoutOp(e, [0], "numerical")], "exactly one tensor.embed"),
+        (lambda e: [T.AddOp([e]), e, T.ReadoutOp(e, [0], "numerical")], "defined after it"),
+        (lambda e: _embed_only(T.EmbedOp(np.zeros((4, D)), np.zeros((7, D)))), "token_embedding has 4 rows"),
+        (lambda e: _embed_only(T.EmbedOp(np.zeros((5, D)), np.zeros((6, D)))), "position_embedding has 6 rows"),
+    ],
+)
+def test_model_verifier(make: Any, reason: str) -> None:
+    e = _emb()
+    with pytest.raises(VerifyException, match=reason):
+        _model(make(e)).verify()
+
+
+def _embed_only(e: T.EmbedOp) -> list[Operation]:
+    return [e, T.ReadoutOp(e, [0], "numerical")]
+
+
+def test_model_verifier_checks_residual_labels() -> None:
+    with pytest.raises(VerifyException, match="6 residual labels for residual width 7"):
+        _model(_embed_only(_emb()), labels=LABELS[:-1]).verify()
+    with pytest.raises(VerifyException, match="unique"):
+        _model(_embed_only(_emb()), labels=(*LABELS[:-1], "one")).verify()
+
+
+def test_readout_lives_in_a_model() -> None:
+    e = _emb()
+    with pytest.raises(VerifyException, match="tensor.model"):
+        ModuleOp([e, T.ReadoutOp(e, [0], "numerical")]).verify()
 
 
 def test_verifier_rejects_bad_embed() -> None:
@@ -192,12 +247,17 @@ def test_verify_errors_through_parser() -> None:
 
 
 def test_bad_module_is_irerror() -> None:
+    with pytest.raises(IRError, match="tensor.model"):
+        tensor_to_onnx(ModuleOp([]))
     m = build_module()
-    del m.attributes["raspc.vocab"]
+    del T.model_op(m).properties["residual"]
     with pytest.raises(IRError):
         tensor_to_onnx(m)
-    m = build_module(vocab=("a", "b", "BOS", "PAD"))  # 5 embedding rows, 4 tokens: mismatch
-    with pytest.raises(IRError):
+    m = build_module(vocab=("a", "b"))
+    emb = _body(m)[0]
+    assert isinstance(emb, T.EmbedOp)
+    emb.properties["token_embedding"] = T.dense_from_numpy(np.zeros((5, D)))  # 5 rows, 4 token ids: mismatch
+    with pytest.raises(IRError, match="token_embedding has 5 rows"):
         run_tensor(m, np.array([[2, 0]]))
 
 
@@ -235,7 +295,8 @@ def test_metadata(runtime: OnnxModel, model_bytes: bytes) -> None:
         json.loads(props[key])
     assert json.loads(props["raspc.output_values"]) == ["x", [1, 2]]
     assert json.loads(props["raspc.causal"]) is False
-    assert runtime.vocab == VOCAB and runtime.bos == "BOS" and runtime.bos_id == BOS_ID
+    assert json.loads(props["raspc.output_encoding"]) == "categorical"
+    assert runtime.vocab == TOKEN_IDS and runtime.bos == "BOS" and runtime.bos_id == BOS_ID
     assert runtime.pad_id == PAD_ID and runtime.max_seq_len == MAX_SEQ_LEN
     assert runtime.output_values == ("x", (1, 2)) and runtime.output_encoding == "categorical"
     assert runtime.residual_labels == LABELS and runtime.causal is False
@@ -336,12 +397,7 @@ def _one_hot_readout_module(threshold_value: float) -> ModuleOp:
     tok[1, 4] = 0.25
     pos = np.zeros((MAX_SEQ_LEN + 1, D), np.float32)
     emb = T.EmbedOp(tok, pos)
-    module = ModuleOp([emb, T.ReadoutOp(emb, [4, 5], "categorical", ["x", "y"])])
-    T.set_model_attributes(
-        module, vocab=VOCAB, bos_id=BOS_ID, pad_id=PAD_ID, max_seq_len=MAX_SEQ_LEN, causal=False,
-        residual_labels=LABELS,
-    )
-    return module
+    return _model([emb, T.ReadoutOp(emb, [4, 5], "categorical", ["x", "y"])])
 
 
 def test_categorical_none_below_half() -> None:
@@ -388,6 +444,28 @@ def test_runtime_apply_and_batch(module: ModuleOp, runtime: OnnxModel) -> None:
         assert all(v is None or v in runtime.output_values for v in b[1:])
     assert runtime.apply_batch([]) == []
     assert runtime.encode(["BOS", "a", "c"]) == [BOS_ID, 0, 2]
+
+
+@pytest.mark.parametrize("encoding", ["categorical", "numerical"])
+def test_run_tensor_batch_equals_runtime(encoding: str) -> None:
+    """Token sequences without BOS, mixed lengths: the same decoded values as onnxruntime's."""
+    module = build_module(seed=6) if encoding == "categorical" else build_module(
+        seed=6, encoding="numerical", readout_dims=[6], values=())
+    m = OnnxModel.load(tensor_to_onnx(module).SerializeToString())
+    seqs = [["a", "b", "c"], [], ["c", "c", "a", "b", "a", "b"], ["b"]]
+    got = run_tensor_batch(module, seqs)
+    expected = [y[1:] for y in m.apply_batch([["BOS", *s] for s in seqs])]
+    if encoding == "categorical":
+        assert got == expected
+    else:  # float32 rounding differs between numpy and onnxruntime
+        assert [len(r) for r in got] == [len(r) for r in expected]
+        assert all(isinstance(x, float) for r in got for x in r)
+        np.testing.assert_allclose(sum(got, []), sum(expected, []), rtol=1e-5, atol=1e-5)
+    assert run_tensor_batch(module, []) == []
+    with pytest.raises(InputError, match="'z'"):
+        run_tensor_batch(module, [["a", "z"]])
+    with pytest.raises(InputError, match="max_seq_len"):
+        run_tensor_batch(module, [["a"] * (MAX_SEQ_LEN + 1)])
 
 
 @pytest.mark.parametrize(
@@ -437,8 +515,82 @@ def test_runtime_imports_only_allowed_modules() -> None:
 
 
 def test_tuple_vocab_roundtrip_through_metadata() -> None:
-    vocab = ((1, 2), 3, "a", "BOS", "PAD")
+    vocab = ((1, 2), 3, "a")
     module = build_module(vocab=vocab, values=(True, 2.5))
     m = OnnxModel.load(tensor_to_onnx(module).SerializeToString())
-    assert m.vocab == vocab and m.output_values == (True, 2.5)
+    assert m.vocab == (*vocab, "BOS", "PAD") and m.output_values == (True, 2.5)
     assert m.encode(["BOS", (1, 2), [1, 2], 3]) == [BOS_ID, 0, 0, 1]
+
+
+# ------------------------------------------------------------------ the level's structure
+
+
+def test_interpreter_is_xdsl_interpreter_functions(module: ModuleOp) -> None:
+    """One registered implementation per tensor op; the region runs in a plain xDSL Interpreter."""
+    registered = {op_type for op_type, _ in TensorFunctions._impls()}
+    assert registered == set(T.TENSOR_OPS)
+    ids = random_ids(np.random.default_rng(4), 3, 5)
+    interpreter = Interpreter(module)
+    interpreter.register_implementations(TensorFunctions())
+    interpreter.set_data(TensorFunctions, interp.TOKEN_IDS, ids)
+    out, res = interpreter.run_ssacfg_region(T.model_op(module).body, ())
+    ref_out, ref_res = run_tensor(module, ids)
+    np.testing.assert_array_equal(out, ref_out)
+    assert res.tobytes() == ref_res.tobytes()
+    # the mask is per-run data, built once from the token ids and the model's input
+    mask = interpreter.get_data(TensorFunctions, interp.MASK, lambda: None)
+    np.testing.assert_array_equal(mask, interp.attention_mask(ids, PAD_ID, False))
+
+
+def test_interpreter_without_token_ids_fails_clearly(module: ModuleOp) -> None:
+    from xdsl.utils.exceptions import InterpretationError
+
+    interpreter = Interpreter(module)
+    interpreter.register_implementations(TensorFunctions())
+    with pytest.raises(InterpretationError, match="run_tensor"):
+        interpreter.run_ssacfg_region(T.model_op(module).body, ())
+
+
+def test_one_emitter_per_op() -> None:
+    assert set(EMITTERS) == set(T.TENSOR_OPS)
+
+
+def test_constants_belong_to_the_dialect() -> None:
+    assert T.MASK_VALUE == np.float32(-1e9) and T.MASK_VALUE.dtype == np.float32
+    assert T.NONE_THRESHOLD == np.float32(0.5) and T.NONE_THRESHOLD.dtype == np.float32
+    model = onnx.load_from_string(tensor_to_onnx(build_module()).SerializeToString())
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits["const.mask_value"] == T.MASK_VALUE and inits["const.none_threshold"] == T.NONE_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    "path", ["raspc/dialects/tensor.py", "raspc/interpreters/tensor.py", "raspc/lowering/tensor_to_onnx.py"]
+)
+def test_tensor_level_imports_no_higher_level(path: str) -> None:
+    """A lower level never imports a higher one: tensor code imports common, errors, utils and itself."""
+    import ast
+    from pathlib import Path
+
+    import raspc
+
+    source = Path(raspc.__file__).parent.parent / path
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    allowed = ("raspc.dialects.common", "raspc.errors", "raspc.utils", "raspc.dialects.tensor")
+    raspc_imports = {m for m in imported if m.startswith("raspc")}
+    bad = {m for m in raspc_imports if not m.startswith(allowed) and m != "raspc.dialects"}
+    assert not bad, bad
+
+
+def test_program_name_is_optional() -> None:
+    m = build_module()
+    assert onnx.load_from_string(tensor_to_onnx(m).SerializeToString()).graph.name == "toy"
+    del T.model_op(m).properties["name"]
+    m.verify()
+    assert "name =" not in str(m)
+    assert tensor_to_onnx(m).graph.name == "raspc_model"
+    assert tensor_to_onnx(m, name="other").graph.name == "other"

@@ -47,6 +47,8 @@ class LabelledMatrix:
 
 @dataclass(frozen=True)
 class Head:
+    """One attention head's weights, as exported (`W_Q`, `W_K`, `W_V`, `W_O` and the softmax scale)."""
+
     layer: int
     label: str
     w_q: np.ndarray
@@ -72,20 +74,23 @@ class Head:
 
 @dataclass(frozen=True)
 class Circuits:
+    """The heads of a model and the labels of its residual directions."""
+
     labels: tuple[str, ...]
     heads: tuple[Head, ...]
 
     @staticmethod
     def from_module(module: Any) -> "Circuits":
+        """From a tensor-level module: its `tensor.model`'s residual labels and heads, in block order."""
         from raspc.dialects import tensor as T
 
-        attrs = T.model_attributes(module)
+        model = T.model_op(module)
         heads = tuple(
             Head(op.layer_int, op.label_str, T.dense_to_numpy(op.w_q), T.dense_to_numpy(op.w_k),
                  T.dense_to_numpy(op.w_v), T.dense_to_numpy(op.w_o), op.scale_float)
-            for op in module.ops if isinstance(op, T.AttentionHeadOp)
+            for op in model.ops if isinstance(op, T.AttentionHeadOp)
         )
-        return Circuits(tuple(attrs.residual_labels), heads)
+        return Circuits(model.residual_labels, heads)
 
     @staticmethod
     def from_onnx(path_or_model: Any) -> "Circuits":

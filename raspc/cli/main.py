@@ -153,61 +153,31 @@ def load_program(source: str, max_seq_len: int | None) -> Any:
 
 def parse_ir_file(path: str) -> Any:
     """Parses and verifies the IR in `path` (any level); errors name the file location."""
-    from xdsl.parser import Parser
-    from xdsl.utils.exceptions import ParseError, VerifyException
-
-    from raspc.compiler import context
-    from raspc.errors import IRError
+    from raspc.compiler import parse_ir
 
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
         raise CliError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    return parse_ir(text, path)
+
+
+def parse_verify(text: str | None) -> bool | int | str:
+    """--verify, --verify=exhaustive, --verify=N."""
+    if text is None:
+        return False
+    if text in ("", "random"):
+        return True
+    if text == "exhaustive":
+        return "exhaustive"
     try:
-        module = Parser(context(), text, path).parse_module()
-    except ParseError as exc:
-        raise IRError(f"{exc.span.get_location()}: {one_line(exc.msg)}") from None
-    try:
-        module.verify()
-    except VerifyException as exc:
-        raise IRError(f"{path}: IR does not verify: {one_line(str(exc))}") from None
-    return module
-
-
-# --------------------------------------------------------------------------- compile: pipeline
-
-
-def remaining_default_pipeline(module: Any) -> str:
-    """The part of DEFAULT_PIPELINE an IR input still needs, judged by its level and attributes."""
-    from raspc.compiler import DEFAULT_PIPELINE, level_of
-
-    level = level_of(module)
-    names = [p.strip() for p in DEFAULT_PIPELINE.split(",") if p.strip()]
-    if level == "rasp":
-        return DEFAULT_PIPELINE
-    if level == "craft":
-        start = names.index("lower-rasp-to-craft") + 1 if "lower-rasp-to-craft" in names else 0
-        done = {
-            "allocate-layers": "raspc.num_layers" in module.attributes,
-            "layout-residual": "raspc.residual_labels" in module.attributes,
-        }
-        return ",".join(n for n in names[start:] if not done.get(n, False))
-    return ""  # tensor level: nothing left but the export
-
-
-def run_until_level(module: Any, spec: str, emit: str, on_pass: Callable[[str, Any], None] | None = None) -> Any:
-    """Runs `spec` pass by pass; for an IR `emit` level, stops before the first pass that would
-    take the module below that level and returns the module as it was just before."""
-    from raspc.compiler import build_pipeline, level_of, run_pipeline
-
-    passes = build_pipeline(spec).passes if spec.strip() else ()
-    for p in passes:
-        snapshot = module.clone() if emit in IR_LEVELS and level_of(module) == emit else None
-        run_pipeline(module, str(p.pipeline_pass_spec()), on_pass=on_pass)
-        if snapshot is not None and level_of(module) != emit:
-            return snapshot
-    return module
+        n = int(text)
+    except ValueError:
+        raise CliError(f"--verify takes 'exhaustive' or a number of inputs, got '{text}'") from None
+    if n < 1:
+        raise CliError(f"--verify needs at least one input, got {n}")
+    return n
 
 
 def _ir_text(module: Any) -> str:
@@ -224,26 +194,23 @@ def _ir_text(module: Any) -> str:
 
 
 def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from raspc.compiler import level_of
+    from raspc.compiler import DEFAULT_PIPELINE, compile_module, level_of, remaining_pipeline
 
     emit = args.emit
     if emit is None:
         emit = "onnx" if args.output and args.output.endswith(".onnx") else "rasp"
     if emit == "onnx" and not args.output:
         raise CliError("--emit onnx writes a binary file: give it with -o FILE.onnx")
+    verify = parse_verify(args.verify)
 
-    check = None
+    verifier = None
     if args.source.endswith(".mlir"):
-        if args.verify:
-            raise CliError("--verify needs the program (lib:NAME or FILE.py:FUNCTION) to compare with")
         given = [flag for flag, value in (
             ("--vocab", args.vocab), ("--max-seq-len", args.max_seq_len), ("--bos", args.bos),
             ("--pad", args.pad), ("--causal", args.causal or None),
         ) if value is not None]
         if given:
-            raise CliError(
-                f"{', '.join(given)} cannot be used with an IR input: its module attributes fix them"
-            )
+            raise CliError(f"{', '.join(given)} cannot be used with an IR input: its model input fixes them")
         module = parse_ir_file(args.source)
         level = level_of(module)
         if emit in IR_LEVELS and IR_LEVELS.index(emit) < IR_LEVELS.index(level):
@@ -253,13 +220,18 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         elif emit == level:
             spec = ""  # nothing to do: print the input (verified) as it is
         else:
-            spec = remaining_default_pipeline(module)
+            spec = remaining_pipeline(module)
+        if verify:
+            if level != "rasp":
+                raise CliError("--verify compares with the rasp-level program: give a rasp-level .mlir file")
+            from raspc.verification import Verifier
+
+            verifier = Verifier(module, verify)
     else:
         missing = [flag for flag, value in (("--vocab", args.vocab), ("--max-seq-len", args.max_seq_len))
                    if value is None]
         if missing:
             parser.error(f"the following arguments are required for a program source: {', '.join(missing)}")
-        from raspc.compiler import DEFAULT_PIPELINE
         from raspc.lowering.program_to_rasp import program_to_rasp
 
         program = load_program(args.source, args.max_seq_len)
@@ -267,17 +239,17 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         pad = parse_token(args.pad) if args.pad is not None else "PAD"
         vocab = parse_vocab(args.vocab)
         module = program_to_rasp(program, vocab, args.max_seq_len, bos, pad, args.causal)
-        if args.verify:
-            from raspc.verification import make_checker
+        if verify:
+            from raspc.verification import Verifier
 
-            check = make_checker(program, vocab, args.max_seq_len)
-            check("program-to-rasp", module)
+            verifier = Verifier(module, verify, program=program)
+            verifier.check_program()
         if args.pipeline is not None:
             spec = args.pipeline
         else:
             spec = "" if emit == "rasp" else DEFAULT_PIPELINE  # `--emit rasp`: the program as traced
 
-    module = run_until_level(module, spec, emit, on_pass=check)
+    module = compile_module(module, spec, stop_at=emit if emit in IR_LEVELS else None, verifier=verifier)
     level = level_of(module)
     wanted = "tensor" if emit == "onnx" else emit
     if level != wanted:
@@ -434,6 +406,9 @@ def _first_doc_line(cls: type) -> str:
 def cmd_passes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from raspc.compiler import DEFAULT_PIPELINE, available_passes
 
+    if args.default:
+        print(DEFAULT_PIPELINE)
+        return
     passes = available_passes()
     width = max(len(n) for n in passes)
     for name, factory in passes.items():
@@ -506,8 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pass pipeline replacing the default one (see `raspc passes`); for an IR --emit, "
                    "the pipeline stops before the first pass that lowers below that level")
     c.add_argument("-o", "--output", metavar="FILE", help="output file (required for --emit onnx)")
-    c.add_argument("--verify", action="store_true",
-                   help="after every pass, run the IR on random inputs and compare with the program's evaluator")
+    c.add_argument("--verify", nargs="?", const="", default=None, metavar="exhaustive|N",
+                   help="after every pass, run the IR in its level's interpreter and compare with the program: "
+                   "on 32 random inputs (shrunk to a minimal failing one), on N, or on every input up to "
+                   "max_seq_len (exhaustive, when there are at most 100,000)")
     c.add_argument("--elide", action="store_true",
                    help="print long dense<...> weights as dense<...> (for reading; the text then does not parse)")
     c.set_defaults(func=cmd_compile, subparser=c)
@@ -527,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run, subparser=r)
 
     p = sub.add_parser("passes", help="list the registered passes and the default pipeline")
+    p.add_argument("--default", action="store_true", help="print only the default pipeline (for -p \"$(...)\")")
     p.set_defaults(func=cmd_passes, subparser=p)
     ci = sub.add_parser(
         "circuits",

@@ -6,6 +6,7 @@
     raspc-opt tensor.mlir -p 'export-onnx{output="m.onnx"}'
     raspc-opt prog.mlir -p lower-rasp-to-craft,cse --print-ir-after-all
     raspc-opt prog.mlir -p my-pass --load-pass-plugin my_passes.py  # a file calling raspc.register_pass
+    raspc-opt prog.mlir -p "$(raspc passes --default)" --verify-each=exhaustive
 
 Everything upstream's driver offers works as in xdsl-opt (`--print-op-generic`,
 `--split-input-file`, `--verify-diagnostics`, `--print-between-passes`, `-o`, ...). The
@@ -15,6 +16,9 @@ prints the default pipeline).
 
 `--print-ir-after-all` prints the module after every pass, the last one included, to stderr,
 each dump headed `// -----// IR Dump After <pass-name> //----- //` as mlir-opt does.
+
+`--verify-each[=exhaustive|N]` checks a pipeline on an IR file alone: after every pass the module
+runs in its level's interpreter and must answer like the rasp-level interpreter of the input.
 
 Errors: malformed IR prints xDSL's parse error (file:line:col, the source line and a caret);
 any other error prints one line `raspc-opt: error: <message>`; both exit 1, never with a
@@ -68,6 +72,16 @@ class RaspcOptMain(xDSLOptMain):
             action="store_true",
             help="Print the IR after every pass (the last one included) to stderr, "
             "each dump headed '// -----// IR Dump After <pass> //----- //'",
+        )
+        arg_parser.add_argument(
+            "--verify-each",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="exhaustive|N",
+            help="after every pass, run the module in its level's interpreter and compare its answers with the "
+            "rasp-level interpreter of the input IR: on 32 random inputs (shrunk to a minimal failing one), on N, "
+            "or on every input up to max_seq_len (exhaustive, when there are at most 100,000)",
         )
         arg_parser.add_argument(
             "--load-pass-plugin",
@@ -136,6 +150,19 @@ class RaspcOptMain(xDSLOptMain):
             raise PipelineError(f"{exc}; use a .mlir file or -f mlir") from None
 
     def apply_passes(self, prog: ModuleOp) -> None:
+        if self.args.verify_each is not None:
+            from raspc.cli.main import parse_verify
+            from raspc.verification import Verifier
+
+            check = Verifier(prog, parse_verify(self.args.verify_each)).callback()
+            inner = self.pipeline.callback
+
+            def callback(prev: ModulePass | None, module: ModuleOp, nxt: ModulePass | None) -> None:
+                if inner is not None:
+                    inner(prev, module, nxt)
+                check(prev, module, nxt)
+
+            self.pipeline = dataclasses.replace(self.pipeline, callback=callback)
         try:
             super().apply_passes(prog)
         except RaspcError as exc:

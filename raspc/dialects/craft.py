@@ -7,13 +7,20 @@ is the one direction `frac_prevs`. Blocks read spaces and write (add) into a new
     %sorted = craft.attention_head q(%indices) k(%target_pos, %bos) v(%tokens) {label = "sort",
         w_qk = #craft.sparse<["indices:0" -> "target_pos:0" = 1.0, ...]>, w_ov = ..., scale = 44.0}
 
-Weights are sparse and labelled, so a dump reads like the algorithm. `layer` is added by
-allocate-layers; the residual order (`raspc.residual_labels` on the module) by layout-residual.
+Weights are sparse and labelled, so a dump reads like the algorithm. The blocks live in a
+`craft.model` (the model's input, as at every level) whose block ends in `craft.output`;
+allocate-layers adds a `layer` to every block and `layers` to the model, layout-residual the
+residual order (`residual` on the model).
+
+Position 0 holds BOS, and what each space holds there is part of the IR: `one` and `bos` are 1,
+token, index and positional spaces 0, an MLP writes 0 there (its hidden units are switched off
+at BOS), and an attention head writes its `bos_value` (BOS attends only to itself). Later heads
+compensate for it in their keys and values; `bos_content(space)` reads it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from xdsl.dialects.builtin import ArrayAttr, FloatAttr, Float64Type, IntegerAttr, StringAttr, f64, i64
 from xdsl.ir import Attribute, Data, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
@@ -32,11 +39,11 @@ from xdsl.irdl import (
 )
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
-from xdsl.traits import Pure
+from xdsl.traits import HasParent, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
-from raspc.dialects.rasp import ValuesAttr
-from raspc.values import format_value, parse_value_list, print_value_list
+from raspc.dialects.common import ModelContainer, ValuesAttr, parse_value_list
+from raspc.utils.values import format_value, format_values
 
 # --------------------------------------------------------------------------- labels
 
@@ -74,8 +81,7 @@ class CategoricalSpaceType(ParametrizedAttribute, TypeAttribute):
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
             printer.print_string_literal(self.space.data)
-            printer.print_string(", ")
-            print_value_list(printer, self.values.data)
+            printer.print_string(", " + format_values(self.values.data))
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
@@ -324,7 +330,8 @@ class MlpOp(CraftBlock):
 @irdl_op_definition
 class AttentionHeadOp(CraftBlock):
     """One head. score(q, k) = scale * x_q W_qk x_k (W_qk: query directions -> key directions);
-    out = softmax(score) x_k W_ov (W_ov: value directions -> output directions)."""
+    out = softmax(score) x_k W_ov (W_ov: value directions -> output directions). At BOS, which
+    attends only to itself, it writes `bos_value` (its weights are built so)."""
 
     name = "craft.attention_head"
     queries = var_operand_def(CategoricalSpaceType | NumericalSpaceType)
@@ -333,6 +340,7 @@ class AttentionHeadOp(CraftBlock):
     w_qk = prop_def(SparseMatrixAttr)
     w_ov = prop_def(SparseMatrixAttr)
     scale = prop_def(FloatAttr[Float64Type])
+    bos_value = prop_def(SparseVectorAttr)
     res = result_def(CategoricalSpaceType | NumericalSpaceType)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
@@ -344,6 +352,7 @@ class AttentionHeadOp(CraftBlock):
     def __init__(
         self, queries: Sequence[SSAValue], keys: Sequence[SSAValue], values: Sequence[SSAValue], t: Attribute,
         label: str, w_qk: dict[tuple[str, str], float], w_ov: dict[tuple[str, str], float], scale: float,
+        bos_value: dict[str, float] | None = None,
     ):
         super().__init__(
             operands=[list(queries), list(keys), list(values)],
@@ -353,6 +362,7 @@ class AttentionHeadOp(CraftBlock):
                 "w_qk": SparseMatrixAttr.from_dict(w_qk),
                 "w_ov": SparseMatrixAttr.from_dict(w_ov),
                 "scale": FloatAttr(float(scale), f64),
+                "bos_value": SparseVectorAttr.from_dict(bos_value or {}),
             },
         )
 
@@ -361,26 +371,79 @@ class AttentionHeadOp(CraftBlock):
         _check_labels("w_qk columns", {c for _, c, _ in self.w_qk.data}, _labels_of(self.keys))
         _check_labels("w_ov rows", {r for r, _, _ in self.w_ov.data}, _labels_of(self.values))
         _check_labels("w_ov columns", {c for _, c, _ in self.w_ov.data}, set(space_labels(self.res)))
+        _check_labels("bos_value", {k for k, _ in self.bos_value.data}, set(space_labels(self.res)))
         if self.scale.value.data <= 0:
             raise VerifyException("softmax scale must be positive")
 
 
 @irdl_op_definition
+class ModelOp(ModelContainer):
+    """A transformer as residual blocks: the model's input and the blocks, ending in `craft.output`.
+    `layers` (allocate-layers) is the number of layers; `residual` (layout-residual) the residual
+    stream's directions in order."""
+
+    name = "craft.model"
+    LEVEL: ClassVar[str] = "craft"
+    layers = opt_prop_def(IntegerAttr)
+    residual = opt_prop_def(ArrayAttr[StringAttr])
+    irdl_options = (ParsePropInAttrDict(),)
+
+    @property
+    def residual_labels(self) -> list[str] | None:
+        return None if self.residual is None else [s.data for s in self.residual.data]
+
+    def set_layers(self, n: int) -> None:
+        self.properties["layers"] = IntegerAttr(n, i64)
+
+    def set_residual(self, labels: Sequence[str]) -> None:
+        self.properties["residual"] = ArrayAttr([StringAttr(x) for x in labels])
+
+    def verify_(self) -> None:
+        if not isinstance(self.body.block.last_op, OutputOp):
+            raise VerifyException("a craft.model ends with craft.output")
+        labels = self.residual_labels
+        if labels is not None and len(set(labels)) != len(labels):
+            raise VerifyException("residual directions must be unique")
+
+
+@irdl_op_definition
 class OutputOp(IRDLOperation):
-    """Marks the space the model reads its output from."""
+    """The space the model reads its output from; ends a `craft.model`. `values` lists a numerical
+    output's possible values (a categorical output's values are its space's directions)."""
 
     name = "craft.output"
     inp = operand_def(CategoricalSpaceType | NumericalSpaceType)
+    values = opt_prop_def(ValuesAttr)
+    traits = traits_def(IsTerminator(), HasParent(ModelOp))
+    irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$inp attr-dict `:` type($inp)"
 
-    def __init__(self, inp: SSAValue):
-        super().__init__(operands=[inp])
+    def __init__(self, inp: SSAValue, values: Sequence[Any] | None = None):
+        props = {} if values is None else {"values": ValuesAttr(tuple(values))}
+        super().__init__(operands=[inp], properties=props)
+
+    @property
+    def output_values(self) -> tuple[Any, ...]:
+        t = self.inp.type
+        if isinstance(t, CategoricalSpaceType):
+            return t.values.data
+        return self.values.data if self.values is not None else ()
+
+
+def bos_content(value: SSAValue) -> dict[str, float]:
+    """What a space holds at position 0 (BOS), by direction (absent: 0)."""
+    op = value.owner
+    if isinstance(op, EmbedOp):
+        return {op.source.data: 1.0} if op.source.data in ("one", "bos") else {}
+    if isinstance(op, AttentionHeadOp):
+        return op.bos_value.as_dict()
+    return {}  # positional spaces, and MLPs (switched off at BOS)
 
 
 BLOCK_OPS = (MlpOp, AttentionHeadOp)
 
 Craft = Dialect(
     "craft",
-    [EmbedOp, PositionalOp, MlpOp, AttentionHeadOp, OutputOp],
+    [ModelOp, EmbedOp, PositionalOp, MlpOp, AttentionHeadOp, OutputOp],
     [CategoricalSpaceType, NumericalSpaceType, SparseMatrixAttr, SparseVectorAttr],
 )

@@ -1,29 +1,30 @@
 """The rasp dialect: one op per RASP primitive, self-contained (no Python callables).
 
-Types carry each s-op's encoding and finite value set; `map`/`sequence_map` carry their
-function as a table over the input value sets; `select` carries its predicate as a boolean
-table over query x key values. Every op keeps the s-op's label and the file:line where the
-s-op was written.
+A program is a `rasp.program` whose block ends in `rasp.output`. Types carry each s-op's
+encoding and value set (`none` among the values: the s-op can be None); a map carries its
+function as a table from input values to output values, a select its predicate as a Tracr
+comparison or as a relation over key and query values. Tables are keyed by *value*, not by
+position in a type, so an analysis may narrow or widen a value set without touching them, and a
+hand-written program may leave every value set out (`!rasp.sop<categorical>`) for
+`infer-value-sets` to fill in.
 
-    %hist = rasp.selector_width %same_tok {label = "hist", src = "lib.py:12"} : !rasp.sop<categorical, [0, 1, 2, 3, 4, 5]>
+    rasp.program<vocab = ["a", "b"], bos = "BOS", pad = "PAD", max_seq_len = 4, causal = false> {
+      %tokens = rasp.tokens {label = "tokens"} : !rasp.sop<categorical, ["a", "b"]>
+      %same = rasp.select %tokens, %tokens {label = "same", predicate = #rasp<comparison EQ>} : ...
+      %hist = rasp.selector_width %same {label = "hist", src = "lib.py:12"} : !rasp.sop<categorical, [1, 2, 3, 4]>
+      rasp.output %hist : !rasp.sop<categorical, [1, 2, 3, 4]>
+    }
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from functools import cached_property
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
-from xdsl.dialects.builtin import (
-    BytesAttr,
-    DenseArrayBase,
-    FloatAttr,
-    Float64Type,
-    StringAttr,
-    i8,
-    i64,
-    f64,
-)
-from xdsl.ir import Attribute, Data, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
+from xdsl.dialects.builtin import I64, FloatAttr, Float64Type, IntegerAttr, StringAttr, f64, i64
+from xdsl.dialects.utils.enum_attribute import EnumAttribute
+from xdsl.ir import Attribute, Data, Dialect, ParametrizedAttribute, SpacedOpaqueSyntaxAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
@@ -37,142 +38,306 @@ from xdsl.irdl import (
 )
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
-from xdsl.traits import Pure
+from xdsl.traits import HasCanonicalizationPatternsTrait, HasParent, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.str_enum import StrEnum
 
-from raspc.values import format_value, parse_value, parse_value_list, print_value_list, sort_key
+from raspc.dialects.common import (
+    CATEGORICAL,
+    NUMERICAL,
+    Encoding,
+    ModelContainer,
+    ValueAttr,
+    ValuesAttr,
+    parse_value,
+    parse_value_list,
+)
+from raspc.utils.values import Value, ValueIndex, format_value, format_values, identity, is_number, sort_key
 
-CATEGORICAL = "categorical"
-NUMERICAL = "numerical"
-
-
-# --------------------------------------------------------------------------- attributes and types
-
-
-def _parse_keyword_in(parser: AttrParser, options: Sequence[str]) -> str:
-    for option in options:
-        if parser.parse_optional_keyword(option) is not None:
-            return option
-    parser.raise_error(f"expected one of: {', '.join(options)}")
-    raise AssertionError("raise_error returned")
-
-
-@irdl_attr_definition
-class ValuesAttr(Data[tuple[Any, ...]]):
-    """An ordered list of RASP values: `#rasp.values<[1, 2.5, "a", (1, 2)]>`."""
-
-    name = "rasp.values"
-
-    @classmethod
-    def parse_parameter(cls, parser: AttrParser) -> tuple[Any, ...]:
-        with parser.in_angle_brackets():
-            return parse_value_list(parser)
-
-    def print_parameter(self, printer: Printer) -> None:
-        with printer.in_angle_brackets():
-            print_value_list(printer, self.data)
-
-
-@irdl_attr_definition
-class ValueAttr(Data[Any]):
-    """One RASP value (None included): `#rasp.value<none>`, `#rasp.value<"a">`."""
-
-    name = "rasp.value"
-
-    @classmethod
-    def parse_parameter(cls, parser: AttrParser) -> Any:
-        with parser.in_angle_brackets():
-            return parse_value(parser)
-
-    def print_parameter(self, printer: Printer) -> None:
-        with printer.in_angle_brackets():
-            printer.print_string(format_value(self.data))
+# --------------------------------------------------------------------------- types
 
 
 @irdl_attr_definition
 class UnboundedAttr(ParametrizedAttribute):
-    """Marks a numerical value set that is not known to be finite."""
+    """A numerical value set that is not known to be finite (`*` in a type)."""
 
     name = "rasp.unbounded"
 
 
 @irdl_attr_definition
-class SOpType(ParametrizedAttribute, TypeAttribute):
-    """`!rasp.sop<categorical, [values]>`, `!rasp.sop<numerical, [values]>` or `!rasp.sop<numerical, *>`.
+class UninferredAttr(ParametrizedAttribute):
+    """A value set not inferred yet (a hand-written type without values); `infer-value-sets` fills it."""
 
-    A categorical s-op is one-hot over its values (None: no direction active). A numerical
-    s-op is one scalar; `*` means its value set is not known to be finite.
+    name = "rasp.uninferred"
+
+
+@irdl_attr_definition
+class SOpType(ParametrizedAttribute, TypeAttribute):
+    """`!rasp.sop<categorical, [values]>`, `!rasp.sop<numerical, [values]>`, `!rasp.sop<numerical, *>`,
+    or `!rasp.sop<categorical>` before value-set inference.
+
+    A categorical s-op is one-hot over its values; a numerical one is one number. `none` among
+    the values means the s-op can be None (at some position, on some input); for a categorical
+    s-op, None is "no direction active".
     """
 
     name = "rasp.sop"
     encoding: StringAttr
-    values: ValuesAttr | UnboundedAttr
+    values: ValuesAttr | UnboundedAttr | UninferredAttr
 
-    def __init__(self, encoding: str, values: Sequence[Any] | None):
-        vals: Attribute = UnboundedAttr() if values is None else ValuesAttr(tuple(values))
-        super().__init__(StringAttr(encoding), vals)
+    def __init__(self, encoding: Encoding | str, values: Sequence[Any] | None | UninferredAttr = None):
+        if isinstance(values, UninferredAttr):
+            vals: Attribute = values
+        elif values is None:
+            vals = UnboundedAttr()
+        else:
+            vals = ValuesAttr(tuple(values))
+        super().__init__(StringAttr(Encoding(encoding).value), vals)
+
+    @staticmethod
+    def uninferred(encoding: Encoding | str) -> "SOpType":
+        return SOpType(encoding, UninferredAttr())
+
+    @property
+    def enc(self) -> Encoding:
+        return Encoding(self.encoding.data)
 
     @property
     def is_categorical(self) -> bool:
         return self.encoding.data == CATEGORICAL
 
     @property
+    def is_inferred(self) -> bool:
+        return not isinstance(self.values, UninferredAttr)
+
+    @property
     def value_set(self) -> tuple[Any, ...] | None:
+        """Every value, None included when the s-op can be None; None when not finite or not inferred."""
         return self.values.data if isinstance(self.values, ValuesAttr) else None
+
+    @property
+    def may_be_none(self) -> bool:
+        vals = self.value_set
+        return bool(vals) and vals[0] is None
+
+    @property
+    def non_none_values(self) -> tuple[Any, ...]:
+        vals = self.value_set or ()
+        return vals[1:] if vals and vals[0] is None else vals
 
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
-            printer.print_string(self.encoding.data + ", ")
+            printer.print_string(self.encoding.data)
             if isinstance(self.values, ValuesAttr):
-                print_value_list(printer, self.values.data)
-            else:
-                printer.print_string("*")
+                printer.print_string(", " + format_values(self.values.data))
+            elif isinstance(self.values, UnboundedAttr):
+                printer.print_string(", *")
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> list[Attribute]:
         with parser.in_angle_brackets():
-            encoding = _parse_keyword_in(parser, (CATEGORICAL, NUMERICAL))
-            parser.parse_punctuation(",")
-            if parser.parse_optional_punctuation("*") is not None:
-                values: Attribute = UnboundedAttr()
-            else:
-                values = ValuesAttr(parse_value_list(parser))
-        return [StringAttr(encoding), values]
+            encoding = parser.parse_str_enum(Encoding)
+            values: Attribute = UninferredAttr()
+            if parser.parse_optional_punctuation(",") is not None:
+                if parser.parse_optional_punctuation("*") is not None:
+                    values = UnboundedAttr()
+                else:
+                    values = ValuesAttr(parse_value_list(parser))
+        return [StringAttr(encoding.value), values]
 
     def verify(self) -> None:
-        if self.encoding.data not in (CATEGORICAL, NUMERICAL):
-            raise VerifyException(f"unknown encoding '{self.encoding.data}'")
+        Encoding(self.encoding.data)
+        if isinstance(self.values, UnboundedAttr) and self.is_categorical:
+            raise VerifyException("a categorical s-op needs a finite value set")
         vals = self.value_set
         if vals is None:
-            if self.is_categorical:
-                raise VerifyException("a categorical s-op needs a finite value set")
             return
-        if None in vals:
-            raise VerifyException("None is not a value: a categorical None is 'no direction active'")
         keys = [sort_key(v) for v in vals]
-        if keys != sorted(keys) or len(set(vals)) != len(vals):
+        if keys != sorted(keys) or len({identity(v) for v in vals}) != len(vals):
             raise VerifyException("value set must be sorted and without duplicates")
-        if not self.is_categorical and not all(isinstance(v, (int, float)) for v in vals):
-            raise VerifyException("a numerical s-op takes only int, float or bool values")
+        if not self.is_categorical:
+            if any(v is None for v in vals):
+                raise VerifyException("a numerical s-op cannot be None")
+            if not all(is_number(v) for v in vals):
+                raise VerifyException("a numerical s-op takes only int, float or bool values")
 
 
 @irdl_attr_definition
 class SelectorType(ParametrizedAttribute, TypeAttribute):
-    """`!rasp.selector`: a boolean attention pattern."""
+    """`!rasp.selector`: a boolean attention pattern [query, key]."""
 
     name = "rasp.selector"
 
 
 def sop_type(value: SSAValue) -> SOpType:
-    assert isinstance(value.type, SOpType)
+    assert isinstance(value.type, SOpType), value.type
     return value.type
+
+
+# --------------------------------------------------------------------------- tables and predicates
+
+
+@irdl_attr_definition
+class TableAttr(Data[tuple[tuple[tuple[Any, ...], Any], ...]]):
+    """An elementwise function as a table keyed by value: `#rasp.table<{"a" -> 1, "b" -> none}>`,
+    or of two arguments `#rasp.table<{1, 2 -> 3, ...}>`. An input that is missing is outside the
+    program's domain (the function raises there, and so does the evaluator)."""
+
+    name = "rasp.table"
+
+    @staticmethod
+    def of(entries: Sequence[tuple[tuple[Any, ...], Any]]) -> "TableAttr":
+        """A table from (arguments, output) entries, in value order."""
+        ordered = sorted(entries, key=lambda e: tuple(sort_key(a) for a in e[0]))
+        return TableAttr(tuple((tuple(args), out) for args, out in ordered))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TableAttr) and identity(self.data) == identity(other.data)
+
+    def __hash__(self) -> int:
+        return hash(identity(self.data))
+
+    @property
+    def arity(self) -> int:
+        return len(self.data[0][0]) if self.data else 0
+
+    @cached_property
+    def _lookup(self) -> dict[Any, Any]:
+        return {identity(args): out for args, out in self.data}
+
+    def get(self, *args: Any) -> tuple[bool, Any]:
+        """(True, f(args)) when the table has the entry, else (False, None)."""
+        key = identity(tuple(args))
+        if key in self._lookup:
+            return True, self._lookup[key]
+        return False, None
+
+    def outputs(self) -> list[Any]:
+        return [out for _, out in self.data]
+
+    def print_parameter(self, printer: Printer) -> None:
+        printer.print_string(
+            "<{" + ", ".join(", ".join(format_value(a) for a in args) + " -> " + format_value(out)
+                             for args, out in self.data) + "}>"
+        )
+
+    @classmethod
+    def parse_parameter(cls, parser: AttrParser) -> tuple[tuple[tuple[Any, ...], Any], ...]:
+        def entry() -> tuple[tuple[Any, ...], Any]:
+            args = [parse_value(parser)]
+            while parser.parse_optional_punctuation(",") is not None:
+                args.append(parse_value(parser))
+            parser.parse_punctuation("->")
+            return tuple(args), parse_value(parser)
+
+        with parser.in_angle_brackets():
+            entries = parser.parse_comma_separated_list(parser.Delimiter.BRACES, entry)
+        if len({len(a) for a, _ in entries}) > 1:
+            parser.raise_error("every entry of a table takes the same number of arguments")
+        return TableAttr.of(entries).data
+
+
+class Comparison(StrEnum):
+    """Tracr's comparisons, called as predicate(key, query)."""
+
+    EQ = "EQ"
+    LT = "LT"
+    LEQ = "LEQ"
+    GT = "GT"
+    GEQ = "GEQ"
+    NEQ = "NEQ"
+    TRUE = "TRUE"
+    FALSE = "FALSE"
+
+
+COMPARISON_NEGATION = {
+    Comparison.EQ: Comparison.NEQ, Comparison.NEQ: Comparison.EQ, Comparison.LT: Comparison.GEQ,
+    Comparison.GEQ: Comparison.LT, Comparison.GT: Comparison.LEQ, Comparison.LEQ: Comparison.GT,
+    Comparison.TRUE: Comparison.FALSE, Comparison.FALSE: Comparison.TRUE,
+}
+
+
+@irdl_attr_definition
+class ComparisonAttr(EnumAttribute[Comparison], SpacedOpaqueSyntaxAttribute):
+    """`#rasp<comparison LT>`: a select predicate that compares key and query values."""
+
+    name = "rasp.comparison"
+
+
+@irdl_attr_definition
+class RelationAttr(Data[tuple[tuple[Any, ...], tuple[Any, ...], bytes]]):
+    """A select predicate as a relation over explicit key and query values:
+    `#rasp.relation<keys = [0, 1], queries = [0, 1], rows = ["01", "?1"]>`: row q, column k is `1`
+    when query value q selects key value k, `0` when not, `?` when the predicate raises there
+    (outside the program's domain). Values not listed are outside the domain too."""
+
+    name = "rasp.relation"
+
+    @staticmethod
+    def of(keys: Sequence[Any], queries: Sequence[Any], matrix: Any) -> "RelationAttr":
+        m = np.asarray(matrix, dtype=np.int8).reshape(len(queries), len(keys))
+        return RelationAttr((tuple(keys), tuple(queries), m.tobytes()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RelationAttr) and identity(self.data[:2]) == identity(other.data[:2]) \
+            and self.data[2] == other.data[2]
+
+    def __hash__(self) -> int:
+        return hash((identity(self.data[:2]), self.data[2]))
+
+    @property
+    def keys(self) -> tuple[Any, ...]:
+        return self.data[0]
+
+    @property
+    def queries(self) -> tuple[Any, ...]:
+        return self.data[1]
+
+    @cached_property
+    def matrix(self) -> np.ndarray:
+        """int8 [queries, keys]: 1 selects, 0 does not, -1 undefined."""
+        m = np.frombuffer(self.data[2], dtype=np.int8).reshape(len(self.queries), len(self.keys))
+        m.flags.writeable = False
+        return m
+
+    def print_parameter(self, printer: Printer) -> None:
+        chars = {1: "1", 0: "0", -1: "?"}
+        rows = ", ".join('"' + "".join(chars[int(x)] for x in row) + '"' for row in self.matrix)
+        printer.print_string(f"<keys = {format_values(self.keys)}, queries = {format_values(self.queries)}, "
+                             f"rows = [{rows}]>")
+
+    @classmethod
+    def parse_parameter(cls, parser: AttrParser) -> tuple[tuple[Any, ...], tuple[Any, ...], bytes]:
+        with parser.in_angle_brackets():
+            parser.parse_keyword("keys")
+            parser.parse_punctuation("=")
+            keys = parse_value_list(parser)
+            parser.parse_punctuation(",")
+            parser.parse_keyword("queries")
+            parser.parse_punctuation("=")
+            queries = parse_value_list(parser)
+            parser.parse_punctuation(",")
+            parser.parse_keyword("rows")
+            parser.parse_punctuation("=")
+            rows = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, parser.parse_str_literal)
+        if len(rows) != len(queries) or any(len(r) != len(keys) for r in rows):
+            parser.raise_error(f"a relation over {len(keys)} keys and {len(queries)} queries needs "
+                               f"{len(queries)} rows of {len(keys)} characters")
+        codes = {"1": 1, "0": 0, "?": -1}
+        if any(c not in codes for r in rows for c in r):
+            parser.raise_error("relation rows hold only '1', '0' and '?'")
+        m = np.array([[codes[c] for c in r] for r in rows], dtype=np.int8).reshape(len(queries), len(keys))
+        return RelationAttr.of(keys, queries, m).data
+
+
+Predicate = ComparisonAttr | RelationAttr
 
 
 # --------------------------------------------------------------------------- ops
 
 
 class RaspOp(IRDLOperation):
-    """Shared by every s-op/selector op: a label and a source location."""
+    """Shared by every s-op/selector op: a label and the file:line where the s-op was written."""
 
     label = prop_def(StringAttr)
     src = opt_prop_def(StringAttr)
@@ -194,173 +359,143 @@ def _props(label: str, src: str | None, **extra: Attribute) -> dict[str, Attribu
     return props
 
 
-_TABLE_DTYPES = {8: "<i1", 64: "<i8"}
+def _uninferred(t: SOpType | Encoding | str) -> SOpType:
+    return t if isinstance(t, SOpType) else SOpType.uninferred(t)
 
 
-def table_attr(entries: Sequence[int], dtype=i64) -> DenseArrayBase:
-    """A dense i64 (or i8) array attribute, built from bytes (tables can have ~10^6 entries)."""
-    raw = np.asarray(entries, dtype=_TABLE_DTYPES[dtype.width.data]).tobytes()
-    return DenseArrayBase(dtype, BytesAttr(raw))
+class SOpOp(RaspOp):
+    """An op producing an s-op."""
 
+    res = result_def(SOpType)
 
-def table_values(attr: DenseArrayBase) -> tuple[int, ...]:
-    width = attr.elt_type.width.data  # type: ignore[union-attr]
-    return tuple(np.frombuffer(attr.data.data, dtype=_TABLE_DTYPES[width]).tolist())
-
-
-def _require_categorical_values(value: SSAValue, what: str) -> tuple[Any, ...]:
-    t = sop_type(value)
-    vals = t.value_set
-    if vals is None:
-        raise VerifyException(f"{what} needs a finite value set")
-    return vals
+    @property
+    def result_type(self) -> SOpType:
+        return sop_type(self.res)
 
 
 @irdl_op_definition
-class TokensOp(RaspOp):
+class TokensOp(SOpOp):
     """The input tokens (BOS excluded)."""
 
     name = "rasp.tokens"
-    res = result_def(SOpType)
     traits = traits_def(Pure())
     assembly_format = "attr-dict `:` type($res)"
 
-    def __init__(self, t: SOpType, label: str = "tokens", src: str | None = None):
-        super().__init__(result_types=[t], properties=_props(label, src))
+    def __init__(self, t: SOpType | None = None, label: str = "tokens", src: str | None = None):
+        super().__init__(result_types=[t or SOpType.uninferred(CATEGORICAL)], properties=_props(label, src))
 
     def verify_(self) -> None:
-        if not sop_type(self.res).is_categorical:
+        if not self.result_type.is_categorical:
             raise VerifyException("tokens are categorical")
 
 
 @irdl_op_definition
-class IndicesOp(RaspOp):
+class IndicesOp(SOpOp):
     """The position of each token, 0-based (BOS excluded)."""
 
     name = "rasp.indices"
-    res = result_def(SOpType)
     traits = traits_def(Pure())
     assembly_format = "attr-dict `:` type($res)"
 
-    def __init__(self, t: SOpType, label: str = "indices", src: str | None = None):
-        super().__init__(result_types=[t], properties=_props(label, src))
+    def __init__(self, t: SOpType | Encoding | str = CATEGORICAL, label: str = "indices", src: str | None = None):
+        super().__init__(result_types=[_uninferred(t)], properties=_props(label, src))
 
 
 @irdl_op_definition
-class FullOp(RaspOp):
+class FullOp(SOpOp):
     """The same value at every position."""
 
     name = "rasp.full"
     fill = prop_def(ValueAttr)
-    res = result_def(SOpType)
     traits = traits_def(Pure())
     assembly_format = "attr-dict `:` type($res)"
 
-    def __init__(self, t: SOpType, fill: Any, label: str, src: str | None = None):
-        super().__init__(result_types=[t], properties=_props(label, src, fill=ValueAttr(fill)))
-
-    def verify_(self) -> None:
-        vals = sop_type(self.res).value_set
-        if vals is not None and self.fill.data is not None and self.fill.data not in vals:
-            raise VerifyException(f"fill {format_value(self.fill.data)} is not in the result's value set")
+    def __init__(self, t: SOpType | Encoding | str, fill: Any, label: str, src: str | None = None):
+        super().__init__(result_types=[_uninferred(t)], properties=_props(label, src, fill=ValueAttr(fill)))
 
 
 @irdl_op_definition
-class ConstantOp(RaspOp):
+class ConstantOp(SOpOp):
     """A fixed value per position (Tracr's ConstantSOp); inputs must have exactly this length."""
 
     name = "rasp.constant"
     value = prop_def(ValuesAttr)
-    res = result_def(SOpType)
     traits = traits_def(Pure())
     assembly_format = "attr-dict `:` type($res)"
 
-    def __init__(self, t: SOpType, value: Sequence[Any], label: str, src: str | None = None):
-        super().__init__(result_types=[t], properties=_props(label, src, value=ValuesAttr(tuple(value))))
-
-    def verify_(self) -> None:
-        vals = sop_type(self.res).value_set
-        if vals is not None:
-            missing = [v for v in self.value.data if v is not None and v not in vals]
-            if missing:
-                raise VerifyException(f"constant values {missing} are not in the result's value set")
+    def __init__(self, t: SOpType | Encoding | str, value: Sequence[Any], label: str, src: str | None = None):
+        super().__init__(result_types=[_uninferred(t)], properties=_props(label, src, value=ValuesAttr(tuple(value))))
 
 
 @irdl_op_definition
-class MapOp(RaspOp):
-    """Elementwise function, as a table: table[i] is the index of f(in[i]) in the result values (-1: None)."""
+class MapOp(SOpOp):
+    """An elementwise function, as a table from input values to output values (None gives None)."""
 
     name = "rasp.map"
     inp = operand_def(SOpType)
-    table = prop_def(DenseArrayBase)
-    res = result_def(SOpType)
+    fn = prop_def(TableAttr)
     traits = traits_def(Pure())
     assembly_format = "$inp attr-dict `:` type($inp) `->` type($res)"
 
-    def __init__(self, inp: SSAValue, t: SOpType, table: Sequence[int], label: str, src: str | None = None):
-        super().__init__(
-            operands=[inp], result_types=[t], properties=_props(label, src, table=table_attr(table))
-        )
+    def __init__(self, inp: SSAValue, t: SOpType | Encoding | str, fn: TableAttr, label: str, src: str | None = None):
+        super().__init__(operands=[inp], result_types=[_uninferred(t)], properties=_props(label, src, fn=fn))
 
     def verify_(self) -> None:
-        in_vals = _require_categorical_values(self.inp, "rasp.map input")
-        out_vals = _require_categorical_values(self.res, "rasp.map result")
-        _verify_table(table_values(self.table), len(in_vals), len(out_vals))
-
-
-def _verify_table(table: Sequence[int], expected_len: int, n_out: int) -> None:
-    if len(table) != expected_len:
-        raise VerifyException(f"table has {len(table)} entries, expected {expected_len}")
-    if table and (min(table) < -1 or max(table) >= n_out):
-        bad = [e for e in table if not -1 <= e < n_out]
-        raise VerifyException(f"table entries {bad[:5]} are not indices into the {n_out} result values")
+        if self.fn.data and self.fn.arity != 1:
+            raise VerifyException("rasp.map takes a table of one argument")
 
 
 @irdl_op_definition
-class SequenceMapOp(RaspOp):
-    """Elementwise function of two s-ops: table[i * |snd| + j] indexes f(fst[i], snd[j]) (-1: None)."""
+class SequenceMapOp(SOpOp):
+    """An elementwise function of two s-ops, as a table from value pairs (None in gives None)."""
 
     name = "rasp.sequence_map"
     fst = operand_def(SOpType)
     snd = operand_def(SOpType)
-    table = prop_def(DenseArrayBase)
-    res = result_def(SOpType)
+    fn = prop_def(TableAttr)
     traits = traits_def(Pure())
     assembly_format = "$fst `,` $snd attr-dict `:` type($fst) `,` type($snd) `->` type($res)"
 
     def __init__(
-        self, fst: SSAValue, snd: SSAValue, t: SOpType, table: Sequence[int], label: str, src: str | None = None
+        self, fst: SSAValue, snd: SSAValue, t: SOpType | Encoding | str, fn: TableAttr, label: str,
+        src: str | None = None,
     ):
-        super().__init__(
-            operands=[fst, snd], result_types=[t], properties=_props(label, src, table=table_attr(table))
-        )
+        super().__init__(operands=[fst, snd], result_types=[_uninferred(t)], properties=_props(label, src, fn=fn))
 
     def verify_(self) -> None:
-        a = _require_categorical_values(self.fst, "rasp.sequence_map operand")
-        b = _require_categorical_values(self.snd, "rasp.sequence_map operand")
-        out = _require_categorical_values(self.res, "rasp.sequence_map result")
-        _verify_table(table_values(self.table), len(a) * len(b), len(out))
+        if self.fn.data and self.fn.arity != 2:
+            raise VerifyException("rasp.sequence_map takes a table of two arguments")
+
+
+def _factor(x: float) -> Attribute:
+    if type(x) in (int, bool):
+        return IntegerAttr(int(x), i64)
+    return FloatAttr(float(x), f64)
 
 
 @irdl_op_definition
-class LinearSequenceMapOp(RaspOp):
-    """fst_fac * fst + snd_fac * snd on numerical s-ops."""
+class LinearSequenceMapOp(SOpOp):
+    """fst_fac * fst + snd_fac * snd on numerical s-ops (computed in that order, as the evaluator does)."""
 
     name = "rasp.linear_sequence_map"
     fst = operand_def(SOpType)
     snd = operand_def(SOpType)
-    fst_fac = prop_def(FloatAttr[Float64Type])
-    snd_fac = prop_def(FloatAttr[Float64Type])
-    res = result_def(SOpType)
+    fst_fac = prop_def(IntegerAttr[I64] | FloatAttr[Float64Type])
+    snd_fac = prop_def(IntegerAttr[I64] | FloatAttr[Float64Type])
     traits = traits_def(Pure())
     assembly_format = "$fst `,` $snd attr-dict `:` type($fst) `,` type($snd) `->` type($res)"
 
     def __init__(
-        self, fst: SSAValue, snd: SSAValue, t: SOpType, fst_fac: float, snd_fac: float, label: str,
-        src: str | None = None,
+        self, fst: SSAValue, snd: SSAValue, fst_fac: float, snd_fac: float, label: str, src: str | None = None,
+        t: SOpType | None = None,
     ):
-        props = _props(label, src, fst_fac=FloatAttr(float(fst_fac), f64), snd_fac=FloatAttr(float(snd_fac), f64))
-        super().__init__(operands=[fst, snd], result_types=[t], properties=props)
+        props = _props(label, src, fst_fac=_factor(fst_fac), snd_fac=_factor(snd_fac))
+        super().__init__(operands=[fst, snd], result_types=[t or SOpType.uninferred(NUMERICAL)], properties=props)
+
+    @property
+    def factors(self) -> tuple[int | float, int | float]:
+        """The factors with their Python type (an int factor keeps int results int, as in the evaluator)."""
+        return self.fst_fac.value.data, self.snd_fac.value.data
 
     def verify_(self) -> None:
         for v in (self.fst, self.snd, self.res):
@@ -368,46 +503,47 @@ class LinearSequenceMapOp(RaspOp):
                 raise VerifyException("rasp.linear_sequence_map works on numerical s-ops")
 
 
-@irdl_op_definition
-class SelectOp(RaspOp):
-    """selector[q][k] = table[qi * |keys| + ki] for query value qi, key value ki.
+class _SelectorCanonicalization(HasCanonicalizationPatternsTrait):
+    @classmethod
+    def get_canonicalization_patterns(cls):
+        from raspc.passes.canonicalization_patterns import rasp as patterns
 
-    `comparison` names the predicate when it is one of Tracr's Comparisons (for readers only).
-    """
+        return patterns.SELECTOR_PATTERNS
+
+
+class SelectorOp(RaspOp):
+    """An op producing a selector."""
+
+    res = result_def(SelectorType)
+
+
+@irdl_op_definition
+class SelectOp(SelectorOp):
+    """selector[q][k] = predicate(keys[k], queries[q])."""
 
     name = "rasp.select"
     keys = operand_def(SOpType)
     queries = operand_def(SOpType)
-    table = prop_def(DenseArrayBase)
-    comparison = opt_prop_def(StringAttr)
-    res = result_def(SelectorType)
+    predicate = prop_def(ComparisonAttr | RelationAttr)
     traits = traits_def(Pure())
     assembly_format = "$keys `,` $queries attr-dict `:` type($keys) `,` type($queries)"
 
-    def __init__(
-        self, keys: SSAValue, queries: SSAValue, table: Sequence[int], label: str, src: str | None = None,
-        comparison: str | None = None,
-    ):
-        extra: dict[str, Attribute] = {"table": table_attr(table, i8)}
-        if comparison is not None:
-            extra["comparison"] = StringAttr(comparison)
-        super().__init__(operands=[keys, queries], result_types=[SelectorType()], properties=_props(label, src, **extra))
+    def __init__(self, keys: SSAValue, queries: SSAValue, predicate: Predicate | Comparison, label: str,
+                 src: str | None = None):
+        if isinstance(predicate, Comparison):
+            predicate = ComparisonAttr(predicate)
+        super().__init__(operands=[keys, queries], result_types=[SelectorType()],
+                         properties=_props(label, src, predicate=predicate))
 
-    def verify_(self) -> None:
-        k = _require_categorical_values(self.keys, "rasp.select keys")
-        q = _require_categorical_values(self.queries, "rasp.select queries")
-        table = table_values(self.table)
-        if len(table) != len(k) * len(q):
-            raise VerifyException(f"table has {len(table)} entries, expected |queries| x |keys| = {len(q)} x {len(k)}")
-        if not set(table) <= {0, 1}:
-            raise VerifyException("select table entries must be 0 or 1")
+    @property
+    def comparison(self) -> Comparison | None:
+        return self.predicate.data if isinstance(self.predicate, ComparisonAttr) else None
 
 
-class _BinarySelectorOp(RaspOp):
+class BinarySelectorOp(SelectorOp):
     fst = operand_def(SelectorType)
     snd = operand_def(SelectorType)
-    res = result_def(SelectorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _SelectorCanonicalization())
     assembly_format = "$fst `,` $snd attr-dict"
 
     def __init__(self, fst: SSAValue, snd: SSAValue, label: str, src: str | None = None):
@@ -415,21 +551,20 @@ class _BinarySelectorOp(RaspOp):
 
 
 @irdl_op_definition
-class SelectorAndOp(_BinarySelectorOp):
+class SelectorAndOp(BinarySelectorOp):
     name = "rasp.selector_and"
 
 
 @irdl_op_definition
-class SelectorOrOp(_BinarySelectorOp):
+class SelectorOrOp(BinarySelectorOp):
     name = "rasp.selector_or"
 
 
 @irdl_op_definition
-class SelectorNotOp(RaspOp):
+class SelectorNotOp(SelectorOp):
     name = "rasp.selector_not"
     inner = operand_def(SelectorType)
-    res = result_def(SelectorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _SelectorCanonicalization())
     assembly_format = "$inner attr-dict"
 
     def __init__(self, inner: SSAValue, label: str, src: str | None = None):
@@ -437,81 +572,88 @@ class SelectorNotOp(RaspOp):
 
 
 @irdl_op_definition
-class AggregateOp(RaspOp):
+class AggregateOp(SOpOp):
     """Mean of the selected values of `sop`; `default` where nothing is selected."""
 
     name = "rasp.aggregate"
     selector = operand_def(SelectorType)
     sop = operand_def(SOpType)
     default = prop_def(ValueAttr)
-    res = result_def(SOpType)
     traits = traits_def(Pure())
     assembly_format = "$selector `,` $sop attr-dict `:` type($sop) `->` type($res)"
 
     def __init__(
-        self, selector: SSAValue, sop: SSAValue, t: SOpType, default: Any, label: str, src: str | None = None
+        self, selector: SSAValue, sop: SSAValue, default: Any, label: str, src: str | None = None,
+        t: SOpType | None = None,
     ):
-        super().__init__(
-            operands=[selector, sop], result_types=[t], properties=_props(label, src, default=ValueAttr(default))
-        )
+        super().__init__(operands=[selector, sop], result_types=[t or SOpType.uninferred(sop_type(sop).enc)],
+                         properties=_props(label, src, default=ValueAttr(default)))
 
     def verify_(self) -> None:
-        src_t, res_t = sop_type(self.sop), sop_type(self.res)
-        if src_t.is_categorical != res_t.is_categorical:
+        if sop_type(self.sop).is_categorical != self.result_type.is_categorical:
             raise VerifyException("aggregate keeps its operand's encoding")
-        if res_t.is_categorical:
-            vals = res_t.value_set or ()
-            missing = [v for v in (src_t.value_set or ()) if v not in vals]
-            if missing:
-                raise VerifyException(f"operand values {missing[:5]} missing from the result's value set")
-            if self.default.data is not None and self.default.data not in vals:
-                raise VerifyException("default is not in the result's value set")
-        elif not isinstance(self.default.data, (int, float)):
+        if not self.result_type.is_categorical and not (self.default.data is None or is_number(self.default.data)):
             raise VerifyException("a numerical aggregate needs a numeric default")
 
 
 @irdl_op_definition
-class SelectorWidthOp(RaspOp):
+class SelectorWidthOp(SOpOp):
     """How many keys each query selects."""
 
     name = "rasp.selector_width"
     selector = operand_def(SelectorType)
-    res = result_def(SOpType)
     traits = traits_def(Pure())
     assembly_format = "$selector attr-dict `:` type($res)"
 
-    def __init__(self, selector: SSAValue, t: SOpType, label: str, src: str | None = None):
-        super().__init__(operands=[selector], result_types=[t], properties=_props(label, src))
+    def __init__(self, selector: SSAValue, t: SOpType | Encoding | str, label: str, src: str | None = None):
+        super().__init__(operands=[selector], result_types=[_uninferred(t)], properties=_props(label, src))
 
     def verify_(self) -> None:
-        vals = sop_type(self.res).value_set
-        if vals is not None and not all(isinstance(v, int) and v >= 0 for v in vals):
+        vals = self.result_type.value_set
+        if vals is not None and not all(type(v) is int and v >= 0 for v in vals):
             raise VerifyException("selector widths are non-negative integers")
 
 
 @irdl_op_definition
+class ProgramOp(ModelContainer):
+    """A RASP program: its input (vocabulary, BOS, PAD, max_seq_len, causal) and its ops."""
+
+    name = "rasp.program"
+    LEVEL: ClassVar[str] = "rasp"
+
+    def verify_(self) -> None:
+        last = self.body.block.last_op
+        if not isinstance(last, OutputOp):
+            raise VerifyException("a rasp.program ends with rasp.output")
+
+
+@irdl_op_definition
 class OutputOp(IRDLOperation):
-    """Marks the program's result (the model's output)."""
+    """The program's result (the model's output); ends a `rasp.program`."""
 
     name = "rasp.output"
     inp = operand_def(SOpType)
+    traits = traits_def(IsTerminator(), HasParent(ProgramOp))
     assembly_format = "$inp attr-dict `:` type($inp)"
 
     def __init__(self, inp: SSAValue):
         super().__init__(operands=[inp])
 
 
-SOP_OPS = (TokensOp, IndicesOp, FullOp, ConstantOp, MapOp, SequenceMapOp, LinearSequenceMapOp, AggregateOp, SelectorWidthOp)
+SOP_OPS = (TokensOp, IndicesOp, FullOp, ConstantOp, MapOp, SequenceMapOp, LinearSequenceMapOp, AggregateOp,
+           SelectorWidthOp)
 SELECTOR_OPS = (SelectOp, SelectorAndOp, SelectorOrOp, SelectorNotOp)
 
 Rasp = Dialect(
     "rasp",
-    [*SOP_OPS, *SELECTOR_OPS, OutputOp],
-    [ValuesAttr, ValueAttr, SOpType, UnboundedAttr, SelectorType],
+    [ProgramOp, *SOP_OPS, *SELECTOR_OPS, OutputOp],
+    [SOpType, SelectorType, UnboundedAttr, UninferredAttr, TableAttr, ComparisonAttr, RelationAttr],
 )
 
 __all__ = [
-    "Rasp", "SOpType", "SelectorType", "ValuesAttr", "ValueAttr", "UnboundedAttr", "CATEGORICAL", "NUMERICAL",
-    "TokensOp", "IndicesOp", "FullOp", "ConstantOp", "MapOp", "SequenceMapOp", "LinearSequenceMapOp", "SelectOp",
-    "SelectorAndOp", "SelectorOrOp", "SelectorNotOp", "AggregateOp", "SelectorWidthOp", "OutputOp",
+    "Rasp", "SOpType", "SelectorType", "UnboundedAttr", "UninferredAttr", "TableAttr", "Comparison",
+    "ComparisonAttr", "RelationAttr", "COMPARISON_NEGATION", "Predicate", "RaspOp", "SOpOp", "SelectorOp",
+    "ProgramOp", "TokensOp", "IndicesOp", "FullOp", "ConstantOp", "MapOp", "SequenceMapOp", "LinearSequenceMapOp",
+    "SelectOp", "BinarySelectorOp", "SelectorAndOp", "SelectorOrOp", "SelectorNotOp", "AggregateOp",
+    "SelectorWidthOp", "OutputOp", "SOP_OPS", "SELECTOR_OPS", "sop_type", "ValueIndex",
 ]

@@ -1,20 +1,25 @@
 """The tensor dialect: the concrete transformer, with dense float32 weights.
 
-Residual values are SSA values of type `tensor<?x?xDxf32>` (batch, seq, d_model). One op per
-block: `embed` produces the initial residual; each `attention_head` and `mlp` reads a residual
-and produces its *contribution*; `add` sums the residual with the contributions of a layer
-("project each head with its own W_O, then sum"); `readout` marks the residual dimensions that
-hold the model's output.
+A `tensor.model` holds the model's input (as at every level) and its residual layout, and its
+block holds one op per transformer block. Residual values are SSA values of type
+`tensor<?x?xDxf32>` (batch, seq, d_model): `embed` produces the initial residual; each
+`attention_head` and `mlp` reads a residual and produces its *contribution*; `add` sums the
+residual with the contributions of a layer ("project each head with its own W_O, then sum");
+`readout` ends the block and marks the residual dimensions that hold the model's output.
 
-    %0 = tensor.embed {token_embedding = dense<...> : tensor<5x7xf32>, position_embedding = dense<...> : tensor<7x7xf32>} : tensor<?x?x7xf32>
-    %1 = tensor.attention_head %0 {label = "reverse", layer = 0 : i64, w_q = ..., w_k = ..., w_v = ..., w_o = ..., scale = 1.0e+02 : f32} : tensor<?x?x7xf32>
-    %2 = tensor.add %0, %1 : tensor<?x?x7xf32>
-    tensor.readout %2 {dims = array<i64: 3, 4, 5>, encoding = "categorical", values = #rasp.values<["a", "b", "c"]>} : tensor<?x?x7xf32>
+    tensor.model<vocab = ["a", "b", "c"], bos = "BOS", pad = "PAD", max_seq_len = 6, causal = false> attributes {residual = ["one", ...]} {
+      %0 = tensor.embed {token_embedding = dense<...> : tensor<5x7xf32>, position_embedding = dense<...> : tensor<7x7xf32>} : tensor<?x?x7xf32>
+      %1 = tensor.attention_head %0 {label = "reverse", layer = 0 : i64, w_q = ..., w_k = ..., w_v = ..., w_o = ..., scale = 1.0e+02 : f32} : tensor<?x?x7xf32>
+      %2 = tensor.add %0, %1 : tensor<?x?x7xf32>
+      tensor.readout categorical %2 {dims = array<i64: 3, 4, 5>, values = #raspc.values<["a", "b", "c"]>} : tensor<?x?x7xf32>
+    }
 
-Heads keep their own sizes (no padding to a common head size) and their own softmax scale.
-The model-level facts the exporter needs live on the enclosing `builtin.module` as attributes
-(`raspc.vocab`, `raspc.bos_id`, `raspc.pad_id`, `raspc.max_seq_len`, `raspc.causal`,
-`raspc.residual_labels`), see `set_model_attributes` / `model_attributes`.
+Token ids are those of the model's input: the vocabulary in order, then BOS, then PAD, so the
+token embedding has `len(vocab) + 2` rows. Heads keep their own sizes (no padding to a common head
+size) and their own softmax scale. The semantics (shared by the interpreter and the ONNX export):
+a head adds `MASK_VALUE` to the score of every PAD key, of every later key when the model is
+causal, and of every key but itself at the BOS query otherwise; a categorical readout is None
+where its largest dim is below `NONE_THRESHOLD`.
 
 This dialect replaces xDSL's upstream `tensor` dialect in raspc's own tools (raspc never uses
 upstream's); only the op names share the prefix.
@@ -29,7 +34,6 @@ import numpy as np
 from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
     ArrayAttr,
-    BoolAttr,
     BytesAttr,
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
@@ -41,10 +45,9 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
     f32,
-    i1,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, Operation, SSAValue
+from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
@@ -52,17 +55,32 @@ from xdsl.irdl import (
     base,
     irdl_op_definition,
     operand_def,
+    opt_prop_def,
     prop_def,
     result_def,
     traits_def,
     var_operand_def,
 )
-from xdsl.traits import Pure
+from xdsl.traits import HasParent, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
+from raspc.dialects.common import (
+    Encoding,
+    EncodingAttr,
+    InputSpec,
+    InputSpecAttr,
+    ModelContainer,
+    ValuesAttr,
+    container_of,
+)
 from raspc.errors import IRError
+from raspc.utils.naming import FreshNames
 
-from raspc.dialects.rasp import CATEGORICAL, NUMERICAL, ValuesAttr
+MASK_VALUE = np.float32(-1e9)
+"""Added to a masked attention score. Finite, so a fully masked row gives a uniform pattern, never NaN."""
+
+NONE_THRESHOLD = np.float32(0.5)
+"""A categorical output is None (-1) where the largest readout dim is below this."""
 
 # --------------------------------------------------------------------------- types and dense weights
 
@@ -178,6 +196,14 @@ class EmbedOp(TensorOp):
             result_types=[residual_type(_shape(tok)[-1] if tok.get_shape() else 0)],
             properties={"token_embedding": tok, "position_embedding": pos},
         )
+
+    @property
+    def num_tokens(self) -> int:
+        return _shape(self.token_embedding)[0]
+
+    @property
+    def num_positions(self) -> int:
+        return _shape(self.position_embedding)[0]
 
     def verify_(self) -> None:
         d = _check_residual(self.res.type, "result")
@@ -314,28 +340,109 @@ class AddOp(TensorOp):
 
 
 @irdl_op_definition
-class ReadoutOp(TensorOp):
-    """Marks the model output: which residual dims hold it, and how to decode them.
+class ModelOp(ModelContainer):
+    """A transformer with dense weights: the model's input, `residual` (one label per residual
+    dimension, in order), an optional program `name` (the ONNX graph's name), and a block of
+    one `tensor.embed`, heads, MLPs and adds, ending in `tensor.readout`."""
 
-    Categorical: `values[i]` is read from `dims[i]` (argmax; None when no dim reaches 0.5).
-    Numerical: the single dim `dims[0]` is the value.
+    name = "tensor.model"
+    LEVEL: ClassVar[str] = "tensor"
+    residual = prop_def(ArrayAttr[StringAttr])
+    program_name = opt_prop_def(StringAttr, prop_name="name")
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(
+        self,
+        spec: InputSpec,
+        residual_labels: Sequence[str],
+        ops: Sequence[Operation],
+        name: str | None = None,
+    ):
+        props: dict[str, Attribute] = {"input": InputSpecAttr(spec)}
+        if name is not None:  # first, so that it prints before the long residual list
+            props["name"] = StringAttr(name)
+        props["residual"] = ArrayAttr([StringAttr(s) for s in residual_labels])
+        super().__init__(properties=props, regions=[Region(Block(ops))])
+
+    @property
+    def residual_labels(self) -> tuple[str, ...]:
+        return tuple(s.data for s in self.residual.data)
+
+    def verify_(self) -> None:
+        ops = list(self.body.block.ops)
+        if not ops or not isinstance(ops[-1], ReadoutOp):
+            raise VerifyException("a tensor.model ends with tensor.readout")
+        foreign = [op.name for op in ops if not isinstance(op, TENSOR_OPS)]
+        if foreign:
+            raise VerifyException(f"unexpected op '{foreign[0]}' in a tensor.model")
+        embeds = [op for op in ops if isinstance(op, EmbedOp)]
+        if len(embeds) != 1:
+            raise VerifyException(f"a tensor.model needs exactly one tensor.embed, found {len(embeds)}")
+        _verify_defined_before_use(ops)
+        labels = self.residual_labels
+        if len(set(labels)) != len(labels):
+            raise VerifyException("residual labels must be unique")
+        self._verify_embedding(embeds[0])
+
+    def _verify_embedding(self, embed: EmbedOp) -> None:
+        """The embedding's shape follows from the input (a row per token id and per position) and
+        the residual layout (a column per label)."""
+        spec = self.spec
+        labels = self.residual_labels
+        d = _shape(embed.token_embedding)[1]
+        if len(labels) != d:
+            raise VerifyException(f"{len(labels)} residual labels for residual width {d}")
+        if embed.num_tokens != len(spec.token_ids):
+            raise VerifyException(
+                f"token_embedding has {embed.num_tokens} rows but the input has "
+                f"{len(spec.token_ids)} token ids ({len(spec.vocab)} tokens, BOS and PAD)"
+            )
+        if embed.num_positions < spec.max_seq_len + 1:
+            raise VerifyException(
+                f"position_embedding has {embed.num_positions} rows; max_seq_len {spec.max_seq_len} needs "
+                f"{spec.max_seq_len + 1} (BOS included)"
+            )
+
+
+def _verify_defined_before_use(ops: Sequence[Operation]) -> None:
+    # xDSL does not check dominance; the interpreter and the exporter run the block in order.
+    defined: set[SSAValue] = set()
+    for op in ops:
+        if any(v not in defined for v in op.operands):
+            raise VerifyException(f"{op.name} uses a value defined after it")
+        defined.update(op.results)
+
+
+@irdl_op_definition
+class ReadoutOp(TensorOp):
+    """Marks the model output and ends a `tensor.model`: which residual dims hold the output, and
+    how to decode them.
+
+    Categorical: `values[i]` is read from `dims[i]` (argmax; None when no dim reaches
+    NONE_THRESHOLD). Numerical: the single dim `dims[0]` is the value; `values` lists the values
+    it can take (possibly none).
     """
 
     name = "tensor.readout"
     x = operand_def(TensorType)
+    encoding = prop_def(EncodingAttr)
     dims = prop_def(DenseArrayBase)
-    encoding = prop_def(StringAttr)
     values = prop_def(ValuesAttr)
-    assembly_format = "$x attr-dict `:` type($x)"
+    traits = traits_def(IsTerminator(), HasParent(ModelOp))
+    assembly_format = "$encoding $x attr-dict `:` type($x)"
 
     def __init__(
-        self, x: SSAValue | Operation, dims: Sequence[int], encoding: str, values: Sequence[Any] = ()
+        self,
+        x: SSAValue | Operation,
+        dims: Sequence[int],
+        encoding: Encoding | str,
+        values: Sequence[Any] = (),
     ):
         super().__init__(
             operands=[SSAValue.get(x)],
             properties={
+                "encoding": EncodingAttr(Encoding(encoding)),
                 "dims": DenseArrayBase.from_list(i64, [int(d) for d in dims]),
-                "encoding": StringAttr(encoding),
                 "values": ValuesAttr(tuple(values)),
             },
         )
@@ -345,8 +452,12 @@ class ReadoutOp(TensorOp):
         return [int(d) for d in self.dims.get_values()]
 
     @property
-    def encoding_str(self) -> str:
+    def encoding_enum(self) -> Encoding:
         return self.encoding.data
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.encoding.data == Encoding.CATEGORICAL
 
     @property
     def values_tuple(self) -> tuple[Any, ...]:
@@ -362,110 +473,42 @@ class ReadoutOp(TensorOp):
             raise VerifyException(f"readout dims {bad} out of range for residual width {d}")
         if len(set(dims)) != len(dims):
             raise VerifyException("readout dims must be distinct")
-        enc = self.encoding_str
-        if enc == CATEGORICAL:
-            if len(dims) != len(self.values_tuple):
-                raise VerifyException(
-                    f"categorical readout has {len(dims)} dims but {len(self.values_tuple)} values"
-                )
-            if not dims:
-                raise VerifyException("categorical readout needs at least one dim")
-        elif enc == NUMERICAL:
-            if len(dims) != 1:
-                raise VerifyException(f"numerical readout reads exactly one dim, got {len(dims)}")
-            if self.values_tuple and not all(isinstance(v, (int, float)) for v in self.values_tuple):
-                raise VerifyException("numerical readout values must be numbers")
+        if self.is_categorical:
+            self._verify_categorical(dims)
         else:
-            raise VerifyException(f"readout encoding must be 'categorical' or 'numerical', got '{enc}'")
+            self._verify_numerical(dims)
+
+    def _verify_categorical(self, dims: list[int]) -> None:
+        if len(dims) != len(self.values_tuple):
+            raise VerifyException(
+                f"categorical readout has {len(dims)} dims but {len(self.values_tuple)} values"
+            )
+        if not dims:
+            raise VerifyException("categorical readout needs at least one dim")
+
+    def _verify_numerical(self, dims: list[int]) -> None:
+        if len(dims) != 1:
+            raise VerifyException(f"numerical readout reads exactly one dim, got {len(dims)}")
+        if not all(isinstance(v, (int, float)) for v in self.values_tuple):
+            raise VerifyException("numerical readout values must be numbers")
 
 
-# --------------------------------------------------------------------------- module-level attributes
+TENSOR_OPS = (EmbedOp, AttentionHeadOp, MlpOp, AddOp, ReadoutOp)
 
-VOCAB = "raspc.vocab"
-BOS_ID = "raspc.bos_id"
-PAD_ID = "raspc.pad_id"
-MAX_SEQ_LEN = "raspc.max_seq_len"
-CAUSAL = "raspc.causal"
-RESIDUAL_LABELS = "raspc.residual_labels"
-
-
-@dataclass(frozen=True)
-class ModelAttributes:
-    """The model-level facts stored on the `builtin.module` of a tensor-level program."""
-
-    vocab: tuple[Any, ...]
-    bos_id: int
-    pad_id: int
-    max_seq_len: int
-    causal: bool
-    residual_labels: tuple[str, ...]
-
-
-def set_model_attributes(
-    module: ModuleOp,
-    *,
-    vocab: Sequence[Any],
-    bos_id: int,
-    pad_id: int,
-    max_seq_len: int,
-    causal: bool,
-    residual_labels: Sequence[str],
-) -> None:
-    """Stores the model-level attributes on `module` (what the ONNX exporter reads)."""
-    module.attributes[VOCAB] = ValuesAttr(tuple(vocab))
-    module.attributes[BOS_ID] = IntegerAttr(int(bos_id), i64)
-    module.attributes[PAD_ID] = IntegerAttr(int(pad_id), i64)
-    module.attributes[MAX_SEQ_LEN] = IntegerAttr(int(max_seq_len), i64)
-    module.attributes[CAUSAL] = BoolAttr.from_bool(bool(causal))
-    module.attributes[RESIDUAL_LABELS] = ArrayAttr([StringAttr(s) for s in residual_labels])
-
-
-def _int_attr(module: ModuleOp, key: str) -> int:
-    attr = module.attributes.get(key)
-    if not isinstance(attr, IntegerAttr):
-        raise IRError(f"module attribute '{key}' must be an integer, got {attr}")
-    return int(attr.value.data)
-
-
-def model_attributes(module: ModuleOp) -> ModelAttributes:
-    """Reads (and checks) the model-level attributes; raises IRError when one is missing or bad."""
-    vocab = module.attributes.get(VOCAB)
-    if not isinstance(vocab, ValuesAttr):
-        raise IRError(f"module attribute '{VOCAB}' must be a #rasp.values list, got {vocab}")
-    labels = module.attributes.get(RESIDUAL_LABELS)
-    if not isinstance(labels, ArrayAttr) or not all(isinstance(s, StringAttr) for s in labels.data):
-        raise IRError(f"module attribute '{RESIDUAL_LABELS}' must be an array of strings")
-    causal = module.attributes.get(CAUSAL)
-    if not isinstance(causal, IntegerAttr) or causal.type != i1:
-        raise IRError(f"module attribute '{CAUSAL}' must be a boolean, got {causal}")
-    attrs = ModelAttributes(
-        vocab=vocab.data,
-        bos_id=_int_attr(module, BOS_ID),
-        pad_id=_int_attr(module, PAD_ID),
-        max_seq_len=_int_attr(module, MAX_SEQ_LEN),
-        causal=bool(causal.value.data),
-        residual_labels=tuple(s.data for s in labels.data),  # type: ignore[union-attr]
-    )
-    n = len(attrs.vocab)
-    for key, i in ((BOS_ID, attrs.bos_id), (PAD_ID, attrs.pad_id)):
-        if not 0 <= i < n:
-            raise IRError(f"module attribute '{key}' = {i} is not an id of the {n}-token vocabulary")
-    if attrs.bos_id == attrs.pad_id:
-        raise IRError("BOS and PAD must be different ids")
-    if attrs.max_seq_len < 1:
-        raise IRError(f"'{MAX_SEQ_LEN}' must be >= 1, got {attrs.max_seq_len}")
-    return attrs
+# --------------------------------------------------------------------------- a typed view
 
 
 @dataclass(frozen=True)
 class TensorModel:
-    """A verified view of a tensor-level module: its ops in order and its attributes."""
+    """A verified view of a tensor-level module: its input, residual layout and ops in order."""
 
-    attrs: ModelAttributes
+    spec: InputSpec
+    residual_labels: tuple[str, ...]
     embed: EmbedOp = field(repr=False)
     ops: tuple[Operation, ...] = field(repr=False)  # heads, MLPs and adds, in block order
     readout: ReadoutOp = field(repr=False)
     d_model: int = 0
+    name: str | None = None
 
     @property
     def heads(self) -> tuple[AttentionHeadOp, ...]:
@@ -473,12 +516,8 @@ class TensorModel:
 
     def block_prefixes(self) -> dict[Operation, str]:
         """A unique name prefix per head/MLP: `L{layer}.{label}` (`.2`, `.3`... on a clash)."""
-        used: set[str] = set()
-        out: dict[Operation, str] = {}
-        for op in self.ops:
-            if isinstance(op, BlockOp):
-                out[op] = _fresh(f"L{op.layer_int}.{op.label_str}", used)
-        return out
+        fresh = FreshNames()
+        return {op: fresh(f"L{op.layer_int}.{op.label_str}") for op in self.ops if isinstance(op, BlockOp)}
 
     def attention_names(self) -> dict[AttentionHeadOp, str]:
         """The name of each head's exposed pattern: `attn.{label}` (layer added if labels clash)."""
@@ -486,72 +525,50 @@ class TensorModel:
         counts: dict[str, int] = {}
         for h in heads:
             counts[h.label_str] = counts.get(h.label_str, 0) + 1
-        used: set[str] = set()
-        return {
-            h: _fresh(f"attn.{h.label_str}" if counts[h.label_str] == 1 else f"attn.L{h.layer_int}.{h.label_str}", used)
-            for h in heads
-        }
+        fresh = FreshNames()
+        names: dict[AttentionHeadOp, str] = {}
+        for h in heads:
+            unique = counts[h.label_str] == 1
+            names[h] = fresh(f"attn.{h.label_str}" if unique else f"attn.L{h.layer_int}.{h.label_str}")
+        return names
 
 
-def _fresh(base: str, used: set[str]) -> str:
-    name, n = base, 1
-    while name in used:
-        n += 1
-        name = f"{base}.{n}"
-    used.add(name)
-    return name
+def model_op(module: ModuleOp) -> ModelOp:
+    """The module's `tensor.model`; IRError when it holds another level's container or none."""
+    container = container_of(module)
+    if not isinstance(container, ModelOp):
+        raise IRError(f"expected a tensor.model, found {container.name}")
+    return container
 
 
 def tensor_model(module: ModuleOp) -> TensorModel:
-    """Checks the module has the shape the exporter and interpreter expect and returns a view.
-
-    Exactly one `tensor.embed` and one `tensor.readout`, every op a tensor-dialect op, the
-    module attributes present and consistent with the weights. Verifies the module first;
-    any problem is an IRError.
-    """
+    """Verifies a tensor-level module and returns a typed view of it; any problem is an IRError."""
+    model = model_op(module)
     try:
         module.verify()
     except VerifyException as e:
         raise IRError(f"invalid tensor module: {e}") from e
-    attrs = model_attributes(module)
-    embeds: list[EmbedOp] = []
-    readouts: list[ReadoutOp] = []
-    others: list[Operation] = []
-    for op in module.ops:
-        if isinstance(op, EmbedOp):
-            embeds.append(op)
-        elif isinstance(op, ReadoutOp):
-            readouts.append(op)
-        elif isinstance(op, (AttentionHeadOp, MlpOp, AddOp)):
-            others.append(op)
-        else:
-            raise IRError(f"unexpected op '{op.name}' in a tensor-level module")
-    if len(embeds) != 1:
-        raise IRError(f"a tensor module needs exactly one tensor.embed, found {len(embeds)}")
-    if len(readouts) != 1:
-        raise IRError(f"a tensor module needs exactly one tensor.readout, found {len(readouts)}")
-    embed, readout = embeds[0], readouts[0]
-    v, d = _shape(embed.token_embedding)
-    p = _shape(embed.position_embedding)[0]
-    if v != len(attrs.vocab):
-        raise IRError(f"token_embedding has {v} rows but the vocabulary has {len(attrs.vocab)} tokens")
-    if p < attrs.max_seq_len + 1:
-        raise IRError(
-            f"position_embedding has {p} rows; max_seq_len {attrs.max_seq_len} needs {attrs.max_seq_len + 1} (BOS included)"
-        )
-    if len(attrs.residual_labels) != d:
-        raise IRError(f"{len(attrs.residual_labels)} residual labels for residual width {d}")
-    return TensorModel(attrs=attrs, embed=embed, ops=tuple(others), readout=readout, d_model=d)
+    ops = list(model.body.block.ops)
+    embed = next(op for op in ops if isinstance(op, EmbedOp))
+    readout = ops[-1]
+    assert isinstance(readout, ReadoutOp)  # the verifier checked it
+    blocks = tuple(op for op in ops if isinstance(op, (AttentionHeadOp, MlpOp, AddOp)))
+    name = model.program_name.data if model.program_name is not None else None
+    return TensorModel(
+        spec=model.spec,
+        residual_labels=model.residual_labels,
+        embed=embed,
+        ops=blocks,
+        readout=readout,
+        d_model=_shape(embed.token_embedding)[1],
+        name=name,
+    )
 
 
-Tensor = Dialect(
-    "tensor",
-    [EmbedOp, AttentionHeadOp, MlpOp, AddOp, ReadoutOp],
-    [],
-)
+Tensor = Dialect("tensor", [ModelOp, *TENSOR_OPS], [])
 
 __all__ = [
-    "Tensor", "EmbedOp", "AttentionHeadOp", "MlpOp", "AddOp", "ReadoutOp", "residual_type",
-    "dense_from_numpy", "dense_to_numpy", "set_model_attributes", "model_attributes", "ModelAttributes",
-    "tensor_model", "TensorModel", "VOCAB", "BOS_ID", "PAD_ID", "MAX_SEQ_LEN", "CAUSAL", "RESIDUAL_LABELS",
+    "Tensor", "ModelOp", "EmbedOp", "AttentionHeadOp", "MlpOp", "AddOp", "ReadoutOp", "BlockOp", "TENSOR_OPS",
+    "residual_type", "dense_from_numpy", "dense_to_numpy", "model_op", "tensor_model", "TensorModel",
+    "MASK_VALUE", "NONE_THRESHOLD",
 ]

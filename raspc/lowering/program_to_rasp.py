@@ -1,61 +1,52 @@
-"""Front end: trace a Python RASP program into rasp-dialect IR.
+"""Front end: trace a Python RASP program into a `rasp.program`.
 
-Infers every s-op's finite value set from the vocabulary and max_seq_len (as tight as the
-operation allows: it decides the model's size), tabulates every Map / SequenceMap / Select
-function over those sets, and emits one rasp op per primitive. After this step no Python
-callable is needed: the IR text alone defines the program.
+Its one job is the Python callables: it walks the program's graph, and for every Map,
+SequenceMap and Select calls the user's function on every value its inputs can take (as the
+value-set analysis infers them, op by op), so that the IR holds tables and no Python. Value
+sets, None-ness and exactness come from `analysis.value_sets`, run on each op as it is built.
+
+Tabulation follows the evaluator:
+- a function that raises on a value is outside the program's domain there (the evaluator raises
+  too): that entry is left out of the table; a function that raises on every value is an error;
+- results are plain RASP values (numpy scalars become bool/int/float); anything else (inf, nan,
+  a list, a Fraction) is a ValueSetError naming the s-op and the value;
+- where an input is a mean of non-integers (inexact: its last bits depend on the evaluator's
+  summation order), the function must answer the same a few float steps around the value,
+  or no model can follow it: that is refused.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
-from fractions import Fraction
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import BoolAttr, IntegerAttr, ModuleOp, i64
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
 
 from raspc import rasp
+from raspc.analysis.value_sets import SOpFacts, set_type, transfer
 from raspc.dialects import rasp as R
+from raspc.dialects.common import CATEGORICAL, NUMERICAL, InputSpec, check_input_spec
 from raspc.errors import CompileError, UnsupportedError, ValueSetError, VocabError
-from raspc.values import simple_fraction, sorted_values
+from raspc.utils.naming import FreshNames, ssa_name
+from raspc.utils.values import UnsupportedValue, Value, format_value, identity, normalize, sorted_values
 
-# Bounds on inferred value sets: past these a program would compile into an absurd model.
-MAX_CATEGORICAL_VALUES = 5_000
-MAX_NUMERICAL_VALUES = 50_000
-
-_SSA_NAME = re.compile(r"[^A-Za-z0-9_.$-]")
-
-
-def ssa_name(label: str) -> str:
-    """A valid SSA name hint for a label (`opp_idx-1` stays, `shift_by(1)` becomes `shift_by_1_`)."""
-    name = _SSA_NAME.sub("_", label)
-    if not name or not (name[0].isalpha() or name[0] == "_"):
-        name = "_" + name
-    return name
+_ACCURACY = 2.0**-52
 
 
 def _labels(exprs: Sequence[rasp.RASPExpr]) -> dict[int, str]:
     """Unique, stable labels: the user's name, or `name_id` for unnamed expressions."""
     out: dict[int, str] = {}
-    used: set[str] = {"tokens", "indices", "indices_numerical"}
+    fresh = FreshNames({"tokens", "indices", "indices_numerical"}, sep="_")
     for e in exprs:
         if isinstance(e, (rasp.TokensType, rasp.IndicesType)):
             # every copy of tokens/indices is the same embedding; numerical indices are another space
             out[id(e)] = e.label if rasp.is_categorical(e) else f"{e.label}_numerical"
             continue
-        base = e.label if e.name == rasp.default_name(e) else e.name
-        label, k = base, 1
-        while label in used:
-            k += 1
-            label = f"{base}_{k}"
-        used.add(label)
-        out[id(e)] = label
+        out[id(e)] = fresh(e.label if e.name == rasp.default_name(e) else e.name)
     return out
 
 
@@ -83,376 +74,256 @@ def topological_order(output: rasp.RASPExpr) -> list[rasp.RASPExpr]:
     return order
 
 
+def _encoding(expr: rasp.SOp) -> Any:
+    return NUMERICAL if rasp.is_numerical(expr) else CATEGORICAL
+
+
 class _Tracer:
-    def __init__(self, vocab: Sequence[Any], max_seq_len: int):
-        self.vocab = vocab
-        self.max_seq_len = max_seq_len
+    def __init__(self, spec: InputSpec, labels: dict[int, str]):
+        self.spec = spec
+        self.labels = labels
         self.ops: list[Operation] = []
         self.values: dict[int, SSAValue] = {}
-        self.labels: dict[int, str] = {}
-        # s-ops that can be None at some position (a categorical None is "no direction active")
-        self.maybe_none: set[int] = set()
-        # numerical s-ops whose last float bit depends on the evaluator's summation order
-        # (means of non-integers, and numerical functions of those)
-        self.inexact: set[int] = set()
-        # linear maps of two means over one selector, whose value set was inferred jointly
-        self.joint: set[int] = set()
+        self.facts: dict[SSAValue, SOpFacts] = {}
 
     # -- helpers ---------------------------------------------------------
     def fail(self, expr: rasp.RASPExpr, message: str, cls: type[CompileError] = UnsupportedError) -> CompileError:
         return cls(message, label=self.labels.get(id(expr), expr.label), source=getattr(expr, "source", None))
 
     def emit(self, expr: rasp.RASPExpr, op: Operation) -> SSAValue:
-        self.ops.append(op)
+        """Appends `op`, infers its result's value set, and binds it to `expr`."""
         res = op.results[0]
+        if isinstance(op, R.SOpOp):
+            fact = transfer(op, self.facts, self.spec)
+            res = set_type(res, fact.to_type())
+            self.facts[res] = fact
         res.name_hint = ssa_name(self.labels[id(expr)])
+        self.ops.append(op)
         self.values[id(expr)] = res
         return res
 
-    def src(self, expr: rasp.RASPExpr) -> str | None:
-        return getattr(expr, "source", None)
+    def value(self, expr: rasp.RASPExpr) -> SSAValue:
+        return self.values[id(expr)]
 
-    def encoding(self, expr: rasp.SOp) -> str:
-        return R.NUMERICAL if rasp.is_numerical(expr) else R.CATEGORICAL
+    def fact(self, expr: rasp.RASPExpr) -> SOpFacts:
+        return self.facts[self.values[id(expr)]]
 
-    def value_set(self, expr: rasp.RASPExpr) -> tuple[Any, ...] | None:
-        t = self.values[id(expr)].type
-        assert isinstance(t, R.SOpType)
-        return t.value_set
+    def finite(self, expr: rasp.SOp, user: rasp.RASPExpr, role: str) -> SOpFacts:
+        f = self.fact(expr)
+        if f.values is None:
+            raise self.fail(user, f"{role} '{self.labels[id(expr)]}' is numerical with a value set that is not "
+                                  "finite (or too large); it cannot be tabulated")
+        return f
 
-    def finite_values(self, expr: rasp.SOp, user: rasp.RASPExpr, role: str) -> tuple[Any, ...]:
-        vals = self.value_set(expr)
-        if vals is None:
-            raise self.fail(
-                user,
-                f"{role} '{self.labels[id(expr)]}' is numerical with a value set that is not finite "
-                f"(or larger than {MAX_NUMERICAL_VALUES}); it cannot be tabulated",
-            )
-        return vals
-
-    def make_type(self, expr: rasp.SOp, values: Sequence[Any] | None) -> R.SOpType:
-        enc = self.encoding(expr)
-        if values is not None:
-            values = sorted_values(v for v in values if v is not None)
-            limit = MAX_CATEGORICAL_VALUES if enc == R.CATEGORICAL else MAX_NUMERICAL_VALUES
-            if len(values) > limit:
-                if enc == R.NUMERICAL:
-                    values = None
-                else:
-                    raise self.fail(
-                        expr, f"value set grows to {len(values)} values (bound {limit})", ValueSetError
-                    )
-        if enc == R.NUMERICAL and values is not None:
-            bad = [v for v in values if not isinstance(v, (int, float))]
-            if bad:
-                raise self.fail(expr, f"numerical s-op takes non-numeric values {bad[:3]}")
-        if enc == R.CATEGORICAL and values is None:
-            raise self.fail(expr, "categorical s-op needs a finite value set", ValueSetError)
-        return R.SOpType(enc, values)
+    def common(self, expr: rasp.RASPExpr) -> dict[str, Any]:
+        return {"label": self.labels[id(expr)], "src": getattr(expr, "source", None)}
 
     def tabulate(
-        self, expr: rasp.RASPExpr, f: Callable[..., Any], *arg_sets: Sequence[Any], inexact: Sequence[bool] = ()
-    ) -> list[Any]:
-        """f over the product of the argument sets. Arguments flagged `inexact` (numerical values
-        from means, which the evaluator rounds in summation order) must not change f's answer when
-        moved by one float step: otherwise no float model, and no value set, can follow f."""
-        out = []
-        for args in itertools.product(*arg_sets):
+        self, expr: rasp.RASPExpr, f: Callable[..., Any], arg_facts: Sequence[SOpFacts],
+        rows: Iterable[tuple[Value, ...]], numerical_out: bool,
+    ) -> list[tuple[tuple[Value, ...], Any]]:
+        """(args, f(args)) for every row where f answers; rows where it raises are outside the domain."""
+        entries: list[tuple[tuple[Value, ...], Any]] = []
+        first_error: tuple[tuple[Value, ...], Exception] | None = None
+        n_rows = 0
+        for args in rows:
+            n_rows += 1
             try:
-                value = f(*args)
-                for i, flag in enumerate(inexact):
-                    x = args[i]
-                    if flag and isinstance(x, float) and not _dyadic(x):
-                        for nb in (math.nextafter(x, -math.inf), math.nextafter(x, math.inf)):
-                            if not _close(f(*args[:i], nb, *args[i + 1 :]), value):
-                                raise self.fail(
-                                    expr,
-                                    f"the function answers differently for {x!r} and its float neighbour {nb!r}; "
-                                    "this input comes from a mean of non-integers, whose last bit depends on "
-                                    "summation order, so no model can follow the function there",
-                                )
-            except CompileError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any user-function failure is reported
-                shown = ", ".join(repr(a) for a in args)
-                raise self.fail(
-                    expr, f"function raised {type(exc).__name__}: {exc} on input ({shown})", ValueSetError
-                ) from exc
-            out.append(value)
-        return out
+                raw = f(*args)
+            except Exception as exc:  # noqa: BLE001 - the evaluator raises here too: outside the domain
+                if first_error is None:
+                    first_error = (args, exc)
+                continue
+            out = self.clean(expr, raw, args)
+            self.check_stable(expr, f, args, arg_facts, out, numerical_out)
+            entries.append((args, out))
+        if n_rows and not entries:
+            args, exc = first_error  # type: ignore[misc]
+            shown = ", ".join(format_value(a) for a in args)
+            raise self.fail(expr, f"function raised {type(exc).__name__}: {exc} on every input value, e.g. ({shown})",
+                            ValueSetError) from exc
+        return entries
+
+    def clean(self, expr: rasp.RASPExpr, value: Any, args: Sequence[Value]) -> Value:
+        try:
+            return normalize(value)
+        except UnsupportedValue as exc:
+            shown = ", ".join(format_value(a) for a in args)
+            raise self.fail(expr, f"function returned an unsupported value on input ({shown}): {exc}",
+                            ValueSetError) from None
+
+    def check_stable(
+        self, expr: rasp.RASPExpr, f: Callable[..., Any], args: tuple[Value, ...], arg_facts: Sequence[SOpFacts],
+        out: Value, numerical_out: bool,
+    ) -> None:
+        """An inexact input (a mean of non-integers) may reach f a few float steps off: f must not care."""
+        for i, fact in enumerate(arg_facts):
+            x = args[i]
+            if fact.exact or type(x) is not float:
+                continue
+            spread = max(abs(v) for v in fact.non_none if type(v) in (int, float)) if fact.non_none else abs(x)
+            delta = max(math.ulp(x), self.spec.max_seq_len * _ACCURACY * spread)
+            for nb in (math.nextafter(x, -math.inf), math.nextafter(x, math.inf), x - delta, x + delta):
+                try:
+                    other = normalize(f(*args[:i], nb, *args[i + 1:]))
+                except Exception:  # noqa: BLE001
+                    other = _RAISED
+                if not _agree(out, other, numerical_out):
+                    raise self.fail(
+                        expr,
+                        f"the function answers {format_value(out)} for {x!r} but {other!r} for {nb!r}; this input is a "
+                        "mean of non-integers, whose last bits depend on the evaluator's summation order, so no "
+                        "model can follow the function there",
+                    )
 
     # -- s-ops -----------------------------------------------------------
     def trace(self, expr: rasp.RASPExpr) -> None:
-        self._trace(expr)
-        if self._is_inexact(expr):
-            self.inexact.add(id(expr))
-        if self._can_be_none(expr):
-            if isinstance(expr, rasp.SOp) and rasp.is_numerical(expr):
-                raise self.fail(expr, "a numerical s-op cannot be None (it is one number per position)")
-            self.maybe_none.add(id(expr))
-
-    def _is_inexact(self, expr: rasp.RASPExpr) -> bool:
-        if not isinstance(expr, rasp.SOp) or not rasp.is_numerical(expr):
-            return False
-        if any(id(c) in self.inexact for c in expr.children):
-            return True
-        if isinstance(expr, rasp.Aggregate):
-            vals = self.value_set(expr.sop)
-            return vals is None or any(not float(v).is_integer() for v in vals)
-        # a joint value set holds the exact rationals; the evaluator subtracts two rounded means
-        return id(expr) in self.joint
-
-    def _can_be_none(self, expr: rasp.RASPExpr) -> bool:
-        if isinstance(expr, rasp.Full):
-            return expr.fill is None
-        if isinstance(expr, rasp.ConstantSOp):
-            return any(v is None for v in expr.value)
-        if isinstance(expr, (rasp.Map, rasp.SequenceMap)):
-            inputs = [expr.inner] if isinstance(expr, rasp.Map) else [expr.fst, expr.snd]
-            none_in = [i for i in inputs if id(i) in self.maybe_none]
-            if none_in and rasp.is_numerical(expr):
-                raise self.fail(
-                    expr,
-                    f"input '{self.labels[id(none_in[0])]}' can be None, and a numerical result cannot represent "
-                    "the None the evaluator gives there; give that s-op a default (e.g. Aggregate(..., default=0))",
-                )
-            op = self.values[id(expr)].owner
-            return bool(none_in) or (isinstance(op, (R.MapOp, R.SequenceMapOp)) and -1 in R.table_values(op.table))
-        if isinstance(expr, rasp.Aggregate):
-            empty = expr.default is None and not _never_empty(expr.selector)
-            return empty or id(expr.sop) in self.maybe_none
-        return False
-
-    def _trace(self, expr: rasp.RASPExpr) -> None:
-        label, src = self.labels[id(expr)], self.src(expr)
+        c = self.common(expr)
         if isinstance(expr, rasp.TokensType):
             if rasp.is_numerical(expr):
                 raise self.fail(expr, "tokens must be categorical")
-            self.emit(expr, R.TokensOp(R.SOpType(R.CATEGORICAL, sorted_values(self.vocab)), label))
+            self.emit(expr, R.TokensOp(label=c["label"]))
         elif isinstance(expr, rasp.IndicesType):
-            self.emit(expr, R.IndicesOp(self.make_type(expr, range(self.max_seq_len)), label))
+            self.emit(expr, R.IndicesOp(_encoding(expr), label=c["label"]))
         elif isinstance(expr, rasp.LengthType):
-            self.emit(expr, self._length_op(expr, label, src))
+            self.length(expr, c)
         elif isinstance(expr, rasp.Map):
-            self._map(expr, label, src)
+            self.map(expr, c)
         elif isinstance(expr, rasp.SequenceMap):
-            self._sequence_map(expr, label, src)
+            self.sequence_map(expr, c)
         elif isinstance(expr, rasp.Full):
-            self.emit(expr, R.FullOp(self.make_type(expr, [expr.fill]), expr.fill, label, src))
+            self.emit(expr, R.FullOp(_encoding(expr), self.clean(expr, expr.fill, ()), **c))
         elif isinstance(expr, rasp.ConstantSOp):
-            if len(expr.value) > self.max_seq_len:
+            if len(expr.value) > self.spec.max_seq_len:
                 raise self.fail(expr, f"constant has {len(expr.value)} values, longer than max_seq_len")
-            self.emit(expr, R.ConstantOp(self.make_type(expr, expr.value), expr.value, label, src))
+            values = [self.clean(expr, v, ()) for v in expr.value]
+            self.emit(expr, R.ConstantOp(_encoding(expr), values, **c))
         elif isinstance(expr, rasp.Select):
-            self._select(expr, label, src)
+            self.select(expr, c)
         elif isinstance(expr, (rasp.SelectorAnd, rasp.SelectorOr)):
             cls = R.SelectorAndOp if isinstance(expr, rasp.SelectorAnd) else R.SelectorOrOp
-            self.emit(expr, cls(self.values[id(expr.fst)], self.values[id(expr.snd)], label, src))
+            self.emit(expr, cls(self.value(expr.fst), self.value(expr.snd), **c))
         elif isinstance(expr, rasp.SelectorNot):
-            self.emit(expr, R.SelectorNotOp(self.values[id(expr.inner)], label, src))
+            self.emit(expr, R.SelectorNotOp(self.value(expr.inner), **c))
         elif isinstance(expr, rasp.Aggregate):
-            self._aggregate(expr, label, src)
+            self.aggregate(expr, c)
         elif isinstance(expr, rasp.SelectorWidth):
-            self._selector_width(expr, label, src)
+            self.emit(expr, R.SelectorWidthOp(self.value(expr.selector), _encoding(expr), **c))
         elif isinstance(expr, rasp.ConstantSelector):
             raise self.fail(expr, "ConstantSelector has no transformer implementation (a fixed attention pattern "
-                            "cannot be computed from tokens); use a Select over indices instead")
+                                  "cannot be computed from tokens); use a Select over indices instead")
         else:
             raise self.fail(expr, f"unsupported RASP expression {type(expr).__name__}")
 
-    def _length_op(self, expr: rasp.RASPExpr, label: str, src: str | None) -> Operation:
+    def tokens(self) -> SSAValue:
+        if id(rasp.tokens) not in self.values:
+            self.labels[id(rasp.tokens)] = "tokens"
+            self.emit(rasp.tokens, R.TokensOp())
+        return self.values[id(rasp.tokens)]
+
+    def length(self, expr: rasp.LengthType, c: dict[str, Any]) -> None:
         """`length` is SelectorWidth(Select(tokens, tokens, TRUE)): emitted as those two ops."""
-        tok_t = R.SOpType(R.CATEGORICAL, sorted_values(self.vocab))
-        tok = self.values.get(id(rasp.tokens))
-        if tok is None:
-            tok_op = R.TokensOp(tok_t, "tokens")
-            self.ops.append(tok_op)
-            tok = tok_op.res
-            tok.name_hint = "tokens"
-            self.values[id(rasp.tokens)] = tok
-        n = len(tok_t.value_set or ())
-        sel = R.SelectOp(tok, tok, [1] * (n * n), f"{label}_selector", src, comparison="TRUE")
+        tok = self.tokens()
+        sel = R.SelectOp(tok, tok, R.Comparison.TRUE, f"{c['label']}_selector", c["src"])
+        sel.res.name_hint = ssa_name(f"{c['label']}_selector")
         self.ops.append(sel)
-        sel.res.name_hint = ssa_name(f"{label}_selector")
-        return R.SelectorWidthOp(sel.res, R.SOpType(R.CATEGORICAL, range(1, self.max_seq_len + 1)), label, src)
+        op = R.SelectorWidthOp(sel.res, _encoding(expr), **c)
+        self.emit(expr, op)
 
-    def _map(self, expr: rasp.Map, label: str, src: str | None) -> None:
-        in_vals = self.finite_values(expr.inner, expr, "input")
-        outs = self.tabulate(expr, expr.f, in_vals, inexact=[id(expr.inner) in self.inexact])
-        if rasp.is_numerical(expr) and any(o is None for o in outs):
-            raise self.fail(expr, "a numerical Map returned None")
-        t = self.make_type(expr, outs)
-        index = {v: i for i, v in enumerate(t.value_set or ())}
-        table = [-1 if o is None else index[o] for o in outs]
-        self.emit(expr, R.MapOp(self.values[id(expr.inner)], t, table, label, src))
+    def map(self, expr: rasp.Map, c: dict[str, Any]) -> None:
+        inp = self.finite(expr.inner, expr, "input")
+        entries = self.tabulate(expr, expr.f, [inp], ((v,) for v in inp.non_none), rasp.is_numerical(expr))
+        self.emit(expr, R.MapOp(self.value(expr.inner), _encoding(expr), R.TableAttr.of(entries), **c))
 
-    def _sequence_map(self, expr: rasp.SequenceMap, label: str, src: str | None) -> None:
-        fst, snd = self.values[id(expr.fst)], self.values[id(expr.snd)]
-        if (
-            isinstance(expr, rasp.LinearSequenceMap)
-            and rasp.is_numerical(expr)
-            and rasp.is_numerical(expr.fst)
-            and rasp.is_numerical(expr.snd)
-        ):
-            vals = self._joint_mean_values(expr)
-            if vals is not None:
-                self.joint.add(id(expr))
-            else:
-                a, b = self.value_set(expr.fst), self.value_set(expr.snd)
-                if a is not None and b is not None and len(a) * len(b) <= MAX_NUMERICAL_VALUES:
-                    vals = self.tabulate(expr, expr.f, a, b)
-            t = self.make_type(expr, vals)
-            self.emit(expr, R.LinearSequenceMapOp(fst, snd, t, expr.fst_fac, expr.snd_fac, label, src))
+    def sequence_map(self, expr: rasp.SequenceMap, c: dict[str, Any]) -> None:
+        fst, snd = self.value(expr.fst), self.value(expr.snd)
+        if isinstance(expr, rasp.LinearSequenceMap) and all(rasp.is_numerical(e) for e in (expr, expr.fst, expr.snd)):
+            for fac in (expr.fst_fac, expr.snd_fac):
+                if type(fac) not in (int, float, bool) or not math.isfinite(fac):
+                    raise self.fail(expr, f"LinearSequenceMap factor {fac!r} is not a finite number", ValueSetError)
+            self.emit(expr, R.LinearSequenceMapOp(fst, snd, expr.fst_fac, expr.snd_fac, **c))
             return
-        a = self.finite_values(expr.fst, expr, "first input")
-        b = self.finite_values(expr.snd, expr, "second input")
-        if len(a) * len(b) > MAX_NUMERICAL_VALUES:
-            raise self.fail(expr, f"input value sets {len(a)} x {len(b)} are too large to tabulate", ValueSetError)
-        outs = self.tabulate(expr, expr.f, a, b, inexact=[id(expr.fst) in self.inexact, id(expr.snd) in self.inexact])
-        if rasp.is_numerical(expr) and any(o is None for o in outs):
-            raise self.fail(expr, "a numerical SequenceMap returned None")
-        t = self.make_type(expr, outs)
-        index = {v: i for i, v in enumerate(t.value_set or ())}
-        table = [-1 if o is None else index[o] for o in outs]
-        self.emit(expr, R.SequenceMapOp(fst, snd, t, table, label, src))
+        a = self.finite(expr.fst, expr, "first input")
+        b = self.finite(expr.snd, expr, "second input")
+        if expr.fst is expr.snd:
+            rows: Iterable[tuple[Value, ...]] = ((v, v) for v in a.non_none)
+        else:
+            if len(a.non_none) * len(b.non_none) > 50_000:
+                raise self.fail(expr, f"input value sets {len(a.non_none)} x {len(b.non_none)} are too large to "
+                                      "tabulate", ValueSetError)
+            rows = ((x, y) for x in a.non_none for y in b.non_none)
+        entries = self.tabulate(expr, expr.f, [a, b], rows, rasp.is_numerical(expr))
+        self.emit(expr, R.SequenceMapOp(fst, snd, _encoding(expr), R.TableAttr.of(entries), **c))
 
-    def _select(self, expr: rasp.Select, label: str, src: str | None) -> None:
-        keys = self.finite_values(expr.keys, expr, "keys")
-        queries = self.finite_values(expr.queries, expr, "queries")
-        inexact = [id(expr.queries) in self.inexact, id(expr.keys) in self.inexact]
-        table = _comparison_table(expr.predicate, queries, keys) if not any(inexact) else None
-        if table is None:
-            raw = self.tabulate(expr, lambda q, k: expr.predicate(k, q), queries, keys, inexact=inexact)
-            table = [1 if r else 0 for r in raw]
-        comparison = expr.predicate.name if isinstance(expr.predicate, rasp.Comparison) else None
-        self.emit(expr, R.SelectOp(self.values[id(expr.keys)], self.values[id(expr.queries)], table, label, src,
-                                   comparison))
+    def select(self, expr: rasp.Select, c: dict[str, Any]) -> None:
+        keys = self.finite(expr.keys, expr, "keys")
+        queries = self.finite(expr.queries, expr, "queries")
+        pred = expr.predicate
+        predicate: R.Predicate
+        inexact = not (keys.exact and queries.exact)
+        if isinstance(pred, rasp.Comparison) and not inexact:
+            predicate = R.ComparisonAttr(R.Comparison(pred.name))
+        else:
+            predicate = self.relation(expr, pred, keys, queries)
+        self.emit(expr, R.SelectOp(self.value(expr.keys), self.value(expr.queries), predicate, **c))
 
-    def _joint_mean_values(self, expr: rasp.LinearSequenceMap) -> list[Any] | None:
-        """Values of `a*mean_S(u) + b*mean_S(v)` when both means use the same selector: they are the
-        means of `a*u + b*v` over S (one width n for both), far fewer than all pairs of means
-        (make_pair_balance at max_seq_len 30: ~1k values instead of ~78k)."""
-        x, y = expr.fst, expr.snd
-        if not (isinstance(x, rasp.Aggregate) and isinstance(y, rasp.Aggregate)):
-            return None
-        sx, sy = self.values[id(x.selector)].owner, self.values[id(y.selector)].owner
-        same = sx is sy or (
-            isinstance(sx, R.SelectOp) and isinstance(sy, R.SelectOp) and sx.keys == sy.keys
-            and sx.queries == sy.queries and sx.table == sy.table
-        )
-        u, v = self.value_set(x.sop), self.value_set(y.sop)
-        if not same or u is None or v is None:
-            return None
-        a, b = expr.fst_fac, expr.snd_fac
-        means = _possible_means(sorted({a * p + b * q for p in u for q in v}), self.max_seq_len, MAX_NUMERICAL_VALUES)
-        if means is None:
-            return None
-        default = a * (x.default or 0) + b * (y.default or 0)
-        return [*means, default]
+    def relation(self, expr: rasp.Select, pred: Any, keys: SOpFacts, queries: SOpFacts) -> R.RelationAttr:
+        """The predicate over every key x query value (None included where the operands can be None)."""
+        kv, qv = keys.values or (), queries.values or ()
+        m = np.full((len(qv), len(kv)), -1, np.int8)
+        rows = [(k, q) for q in qv for k in kv]
+        index = {(identity(k), identity(q)): (i, j) for i, q in enumerate(qv) for j, k in enumerate(kv)}
+        entries = self.tabulate(expr, lambda k, q: bool(pred(k, q)), [keys, queries], rows, False)
+        for (k, q), out in entries:
+            i, j = index[(identity(k), identity(q))]
+            m[i, j] = 1 if out else 0
+        return R.RelationAttr.of(kv, qv, m)
 
-    def _never_selects_self(self, sel: rasp.Selector) -> bool:
-        """True when no query selects its own position (keys are queries, the table's diagonal is
-        false: LT, GT, NEQ), so a width is at most max_seq_len - 1."""
-        if not (isinstance(sel, rasp.Select) and sel.keys is sel.queries):
-            return False
-        op = self.values[id(sel)].owner
-        assert isinstance(op, R.SelectOp)
-        n = len(self.value_set(sel.keys) or ())
-        table = R.table_values(op.table)
-        return not any(table[i * n + i] for i in range(n))
-
-    def _aggregate(self, expr: rasp.Aggregate, label: str, src: str | None) -> None:
+    def aggregate(self, expr: rasp.Aggregate, c: dict[str, Any]) -> None:
         inner = expr.sop
         if rasp.is_numerical(expr) != rasp.is_numerical(inner):
-            raise self.fail(expr, f"aggregate is {self.encoding(expr)} but its input '{self.labels[id(inner)]}' is "
-                            f"{self.encoding(inner)}; annotate both the same way")
-        vals = self.value_set(inner)
-        if rasp.is_numerical(expr):
-            default = 0 if expr.default is None else expr.default
-            if not isinstance(default, (int, float)):
-                raise self.fail(expr, f"numerical aggregate default must be a number, got {default!r}")
-            out = None if vals is None else _possible_means(vals, self.max_seq_len, MAX_NUMERICAL_VALUES)
-            if out is not None:
-                out = [*out, default]
-        else:
-            default = expr.default
-            out = [*(vals or ()), *([] if default is None else [default])]
-        t = self.make_type(expr, out)
-        self.emit(expr, R.AggregateOp(self.values[id(expr.selector)], self.values[id(inner)], t, default, label, src))
-
-    def _selector_width(self, expr: rasp.SelectorWidth, label: str, src: str | None) -> None:
-        low = 1 if _always_selects_self(expr.selector) else 0
-        high = self.max_seq_len - 1 if self._never_selects_self(expr.selector) else self.max_seq_len
-        t = self.make_type(expr, range(low, high + 1))
-        self.emit(expr, R.SelectorWidthOp(self.values[id(expr.selector)], t, label, src))
+            raise self.fail(expr, f"aggregate is {_encoding(expr)} but its input '{self.labels[id(inner)]}' is "
+                                  f"{_encoding(inner)}; annotate both the same way")
+        default = self.clean(expr, expr.default, ())
+        self.emit(expr, R.AggregateOp(self.value(expr.selector), self.value(inner), default, **c))
 
 
-_NUMPY_COMPARISONS = {
-    rasp.Comparison.EQ: np.equal, rasp.Comparison.NEQ: np.not_equal, rasp.Comparison.LT: np.less,
-    rasp.Comparison.LEQ: np.less_equal, rasp.Comparison.GT: np.greater, rasp.Comparison.GEQ: np.greater_equal,
-}
+class _Raised:
+    def __repr__(self) -> str:
+        return "an exception"
 
 
-def _comparison_table(predicate: Any, queries: Sequence[Any], keys: Sequence[Any]) -> list[int] | None:
-    """A Comparison over numbers, vectorised (selects over ~10^6 value pairs); None when not applicable."""
-    if predicate in (rasp.Comparison.TRUE, rasp.Comparison.FALSE):
-        return [int(predicate is rasp.Comparison.TRUE)] * (len(queries) * len(keys))
-    op = _NUMPY_COMPARISONS.get(predicate) if isinstance(predicate, rasp.Comparison) else None
-    numbers = all(isinstance(v, (int, float)) for v in (*queries, *keys))
-    if op is None or not numbers:
-        return None
-    q = np.array(queries, dtype=object if any(isinstance(v, int) and abs(v) > 2**52 for v in queries) else float)
-    k = np.array(keys, dtype=q.dtype)
-    return op(k[None, :], q[:, None]).astype(np.int8).ravel().tolist()
+_RAISED = _Raised()
 
 
-def _close(a: Any, b: Any) -> bool:
-    """Equal, or numbers within float rounding (a continuous function may move by an ulp)."""
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+def _agree(a: Any, b: Any, numerical: bool) -> bool:
+    """Equal by identity, or (numerical outputs) numbers within float rounding."""
+    if numerical and type(a) in (int, float) and type(b) in (int, float):
         return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-    return a == b
+    if b is _RAISED:
+        return False
+    return identity(a) == identity(b)
 
 
-def _dyadic(x: float) -> bool:
-    """True when x is exactly the simple fraction it looks like (0.5, 3.0), not a rounding of one (1/3)."""
-    d = simple_fraction(x).denominator
-    return d & (d - 1) == 0
-
-
-def _never_empty(sel: rasp.Selector) -> bool:
-    """True when every query provably selects at least one key."""
-    if isinstance(sel, rasp.Select) and sel.predicate is rasp.Comparison.TRUE:
-        return True
-    if isinstance(sel, rasp.SelectorOr):
-        return _never_empty(sel.fst) or _never_empty(sel.snd)
-    return _always_selects_self(sel)
-
-
-def _always_selects_self(sel: rasp.Selector) -> bool:
-    """True when every query selects at least its own position (so the width is at least 1)."""
-    if isinstance(sel, rasp.Select) and sel.keys is sel.queries:
-        if isinstance(sel.predicate, rasp.Comparison):
-            return sel.predicate in (rasp.Comparison.TRUE, rasp.Comparison.EQ, rasp.Comparison.LEQ,
-                                     rasp.Comparison.GEQ)
-    return False
-
-
-def _possible_means(values: Sequence[Any], max_width: int, bound: int) -> list[float] | None:
-    """Every mean of 1..max_width values drawn (with repetition) from `values`; None past `bound`.
-
-    Tracr records only 1/n here and so mis-sizes every numerical step after a mean.
-    """
-    fracs = sorted({simple_fraction(float(v)) for v in values})
-    sums = {Fraction(0)}
-    means: set[Fraction] = set()
-    for n in range(1, max_width + 1):
-        sums = {s + v for s in sums for v in fracs}
-        if len(sums) > bound:
-            return None
-        means.update(s / n for s in sums)
-        if len(means) > bound:
-            return None
-    return [float(m) if m.denominator != 1 else int(m) for m in means]
+def check_vocab(vocab: Sequence[Any], max_seq_len: Any, bos: Any, pad: Any) -> InputSpec:
+    """The input spec for a vocabulary, or a VocabError naming the problem."""
+    tokens = []
+    for t in vocab:
+        try:
+            tokens.append(normalize(t))
+        except UnsupportedValue as exc:
+            raise VocabError(f"unsupported token: {exc}") from None
+    try:
+        bos, pad = normalize(bos), normalize(pad)
+    except UnsupportedValue as exc:
+        raise VocabError(f"unsupported BOS or PAD token: {exc}") from None
+    if not isinstance(max_seq_len, int) or isinstance(max_seq_len, bool) or max_seq_len < 1:
+        raise VocabError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
+    spec = InputSpec(tuple(tokens), bos, pad, max_seq_len, False)
+    problem = check_input_spec(spec)
+    if problem:
+        raise VocabError(problem)
+    return spec
 
 
 def program_to_rasp(
@@ -463,58 +334,28 @@ def program_to_rasp(
     compiler_pad: Any = "PAD",
     causal: bool = False,
 ) -> ModuleOp:
-    """Trace `program` into a verified rasp-dialect module."""
+    """Trace `program` into a verified module holding one `rasp.program`."""
     if not isinstance(program, rasp.SOp):
         raise CompileError(f"the program must be an SOp, got {type(program).__name__}")
-    vocab = list(vocab)
-    if not vocab:
-        raise VocabError("the vocabulary is empty")
-    if len(set(vocab)) != len(vocab):
-        raise VocabError("the vocabulary has duplicate tokens")
-    if any(v is None for v in vocab):
-        raise VocabError("None cannot be a token")
-    if compiler_bos in vocab:
-        raise VocabError(f"BOS token {compiler_bos!r} is also in the vocabulary")
-    if compiler_pad in vocab or compiler_pad == compiler_bos:
-        raise VocabError(f"PAD token {compiler_pad!r} collides with the vocabulary or BOS")
-    if not isinstance(max_seq_len, int) or max_seq_len < 1:
-        raise VocabError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
-    try:
-        sorted_values(vocab)
-    except TypeError as exc:
-        raise VocabError(f"unsupported token: {exc}") from exc
-
+    spec = check_vocab(list(vocab), max_seq_len, compiler_bos, compiler_pad)
+    spec = InputSpec(spec.vocab, spec.bos, spec.pad, spec.max_seq_len, bool(causal))
     order = topological_order(program)
-    if not any(isinstance(e, rasp.TokensType) for e in order) and not any(
-        isinstance(e, rasp.LengthType) for e in order
-    ):
-        raise CompileError(
-            "the program does not read `tokens`: its output cannot depend on the input",
-            label=_labels([program])[id(program)], source=getattr(program, "source", None),
-        )
-    tracer = _Tracer(vocab, max_seq_len)
-    tracer.labels = _labels(order)
+    labels = _labels(order)
+    if not any(isinstance(e, (rasp.TokensType, rasp.LengthType)) for e in order):
+        raise CompileError("the program does not read `tokens`: its output cannot depend on the input",
+                           label=labels[id(program)], source=getattr(program, "source", None))
+    tracer = _Tracer(spec, labels)
     for expr in order:
         tracer.trace(expr)
-    out = tracer.values[id(program)]
-    out_t = R.sop_type(out)
-    if out_t.is_categorical and not out_t.value_set:
+    out_fact = tracer.fact(program)
+    if not out_fact.non_none and out_fact.encoding == CATEGORICAL:
         raise tracer.fail(program, "the output is None at every position (its value set is empty)")
-    tracer.ops.append(R.OutputOp(out))
-    module = ModuleOp(tracer.ops)
-    module.attributes.update(
-        {
-            "raspc.vocab": R.ValuesAttr(tuple(vocab)),
-            "raspc.bos": R.ValueAttr(compiler_bos),
-            "raspc.pad": R.ValueAttr(compiler_pad),
-            "raspc.max_seq_len": IntegerAttr(max_seq_len, i64),
-            "raspc.causal": BoolAttr.from_bool(causal),
-        }
-    )
+    container = R.ProgramOp.wrap(spec, [*tracer.ops, R.OutputOp(tracer.value(program))])
+    module = ModuleOp([container])
     # copies of tokens/indices (from .named/numerical) become one op each
     CommonSubexpressionElimination().apply(Context(), module)
     module.verify()
     return module
 
 
-__all__ = ["program_to_rasp", "topological_order", "ssa_name"]
+__all__ = ["program_to_rasp", "topological_order", "check_vocab"]

@@ -14,29 +14,31 @@ residual and its blocks' outputs. Intermediates carry readable names (`L0.revers
 their block (`L0.reverse.W_Q`, ...). The model metadata (`metadata_props`, JSON values) is all a
 deployer needs to encode tokens and decode outputs (see raspc/runtime.py).
 
-The numpy reference with the same semantics is raspc.interpreters.tensor.run_tensor.
+One emitter per tensor op (`EMITTERS`) appends that op's nodes, in block order. The numpy
+reference with the same semantics is raspc.interpreters.tensor.run_tensor.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import SSAValue
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from raspc.dialects import tensor as T
-from raspc.interpreters.tensor import MASK_VALUE, NONE_THRESHOLD
+from raspc.dialects.tensor import MASK_VALUE, NONE_THRESHOLD
+from raspc.utils.naming import FreshNames
 
 OPSET = 23
 IR_VERSION = 11  # onnx 1.23 writes IR 14 by default; onnxruntime 1.31 accepts at most 13
-PROGRAM_NAME_ATTR = "raspc.program"  # optional module StringAttr naming the program (graph name)
+DEFAULT_NAME = "raspc_model"  # the graph's name when the tensor.model has no `name`
 
 INPUT = "tokens"
 OUTPUT = "output"
@@ -54,27 +56,34 @@ def _json(v: Any) -> str:
     return json.dumps(json_value(v), ensure_ascii=False, allow_nan=False)
 
 
-class _GraphBuilder:
-    """Collects nodes and initializers with unique, readable names."""
+def _scalar(value: Any, dtype: type) -> np.ndarray:
+    # 0-d, never [1]: a [1]-shaped index would make Gather keep an axis
+    return np.array(value, dtype=dtype)
 
-    def __init__(self) -> None:
+
+class _GraphBuilder:
+    """Collects nodes and initializers with unique, readable names, and the ONNX name of each value."""
+
+    def __init__(self, model: T.TensorModel) -> None:
+        self.model = model
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self.used: set[str] = {INPUT, OUTPUT, RESIDUAL}
-
-    def fresh(self, base: str) -> str:
-        name, n = base, 1
-        while name in self.used:
-            n += 1
-            name = f"{base}.{n}"
-        self.used.add(name)
-        return name
+        self.fresh = FreshNames(taken=(INPUT, OUTPUT, RESIDUAL))
+        self.names: dict[SSAValue, str] = {}  # SSA value -> the ONNX tensor holding it
+        self.block_layer: dict[SSAValue, int] = {}  # head/MLP result -> its layer (names the sums)
+        self.prefixes = model.block_prefixes()
+        self.attention_names = model.attention_names()
+        self.patterns: list[tuple[str, str]] = []  # (exposed output name, pattern tensor), per head
+        self.mask = ""  # the shared additive attention mask, once the embedding has built it
 
     def init(self, name: str, array: np.ndarray) -> str:
         name = self.fresh(name)
         # np.array(..., copy=True) keeps 0-d scalars 0-d (np.ascontiguousarray would make them [1])
         self.initializers.append(numpy_helper.from_array(np.array(array, order="C", copy=True), name))
         return name
+
+    def weight(self, name: str, attr: DenseIntOrFPElementsAttr) -> str:
+        return self.init(name, T.dense_to_numpy(attr))
 
     def node(self, op_type: str, inputs: list[str], output: str, **attrs: Any) -> str:
         """Adds a node with one output named `output` (made unique); returns that name."""
@@ -88,109 +97,103 @@ class _GraphBuilder:
         return output
 
 
-def tensor_to_onnx(module: ModuleOp, *, expose_attention: bool = False, name: str | None = None) -> onnx.ModelProto:
-    """Exports a tensor-level module as an ONNX model (opset 23, IR version 11).
+# --------------------------------------------------------------------------- one emitter per op
 
-    `name` names the graph; default: the module's `raspc.program` string attribute, else "raspc_model".
-    With `expose_attention`, every head's softmax pattern is an extra output `attn.<label>`.
-    Raises IRError when the module is not a well-formed tensor-level model.
-    """
-    model = T.tensor_model(module)
-    attrs = model.attrs
-    readout = model.readout
-    d = model.d_model
-    g = _GraphBuilder()
 
-    # ---- embeddings: token rows + position rows (positions from the dynamic seq length)
-    tok_emb = g.init("token_embedding", T.dense_to_numpy(model.embed.token_embedding))
-    pos_emb = g.init("position_embedding", T.dense_to_numpy(model.embed.position_embedding))
-    c_zero = g.init("const.zero_i64", np.array(0, dtype=np.int64))
-    c_one = g.init("const.one_i64", np.array(1, dtype=np.int64))
+def _emit_embed(g: _GraphBuilder, op: T.EmbedOp) -> None:
+    """Token rows + position rows (positions from the dynamic seq length), then the shared mask."""
+    tok_emb = g.weight("token_embedding", op.token_embedding)
+    pos_emb = g.weight("position_embedding", op.position_embedding)
+    c_zero = g.init("const.zero_i64", _scalar(0, np.int64))
+    c_one = g.init("const.one_i64", _scalar(1, np.int64))
     c_axes0 = g.init("const.axes_0", np.array([0], dtype=np.int64))
     seq_len_1d = g.node("Shape", [INPUT], "seq_len_1d", start=1, end=2)  # [1]
     seq_len = g.node("Squeeze", [seq_len_1d, c_axes0], "seq_len")  # scalar
     positions = g.node("Range", [c_zero, seq_len, c_one], "positions")  # [T]: 0..seq-1
     tok_part = g.node("Gather", [tok_emb, INPUT], "embed.tokens", axis=0)  # [B, T, D]
     pos_part = g.node("Gather", [pos_emb, positions], "embed.positions", axis=0)  # [T, D]
-    names: dict[SSAValue, str] = {model.embed.res: g.node("Add", [tok_part, pos_part], "embed")}
+    g.names[op.res] = g.node("Add", [tok_part, pos_part], "embed")
+    if g.model.heads:  # built once, here, so every head reads the same mask
+        g.mask = _emit_mask(g, positions, c_zero, c_axes0)
 
-    # ---- the additive attention mask, shared by every head
-    heads = model.heads
-    mask = ""
-    if heads:
-        c_pad = g.init("const.pad_id", np.array(attrs.pad_id, dtype=np.int64))
-        c_neg = g.init("const.mask_value", np.array(MASK_VALUE, dtype=np.float32))
-        c_fzero = g.init("const.zero_f32", np.array(0.0, dtype=np.float32))
-        c_axis1 = g.init("const.axes_1", np.array([1], dtype=np.int64))
-        is_pad = g.node("Equal", [INPUT, c_pad], "mask.key_is_pad")  # [B, T]
-        masked = g.node("Unsqueeze", [is_pad, c_axis1], "mask.key_is_pad_b1t")  # [B, 1, T]
-        q_pos = g.node("Unsqueeze", [positions, c_axis1], "mask.query_pos")  # [T, 1]
-        k_pos = g.node("Unsqueeze", [positions, c_axes0], "mask.key_pos")  # [1, T]
-        if attrs.causal:
-            future = g.node("Greater", [k_pos, q_pos], "mask.future")  # [T, T]
-            masked = g.node("Or", [masked, future], "mask.masked")  # [B, T, T]
-        else:
-            # BOS (query 0) attends only to itself, so position 0 computes the same constants
-            # for every input (the compiler relies on it); causal masking implies it.
-            q_is_bos = g.node("Equal", [q_pos, c_zero], "mask.query_is_bos")  # [T, 1]
-            k_not_bos = g.node("Greater", [k_pos, c_zero], "mask.key_not_bos")  # [1, T]
-            bos_row = g.node("And", [q_is_bos, k_not_bos], "mask.bos_row")  # [T, T]
-            masked = g.node("Or", [masked, bos_row], "mask.masked")  # [B, T, T]
-        mask = g.node("Where", [masked, c_neg, c_fzero], "mask")
 
-    # ---- blocks
-    prefixes = model.block_prefixes()
-    attn_names = model.attention_names()
-    patterns: list[tuple[str, str]] = []
-    block_layer: dict[SSAValue, int] = {}
-    for op in model.ops:
-        if isinstance(op, T.AttentionHeadOp):
-            p = prefixes[op]
-            x = names[op.x]
-            w_q = g.init(f"{p}.W_Q", T.dense_to_numpy(op.w_q))
-            w_k = g.init(f"{p}.W_K", T.dense_to_numpy(op.w_k))
-            w_v = g.init(f"{p}.W_V", T.dense_to_numpy(op.w_v))
-            w_o = g.init(f"{p}.W_O", T.dense_to_numpy(op.w_o))
-            scale = g.init(f"{p}.scale", np.array(op.scale_float, dtype=np.float32))
-            q = g.node("MatMul", [x, w_q], f"{p}.q")
-            k = g.node("MatMul", [x, w_k], f"{p}.k")
-            k_t = g.node("Transpose", [k], f"{p}.k_T", perm=[0, 2, 1])
-            qk = g.node("MatMul", [q, k_t], f"{p}.qk")
-            scaled = g.node("Mul", [qk, scale], f"{p}.scaled")
-            scores = g.node("Add", [scaled, mask], f"{p}.scores")
-            pattern = g.node("Softmax", [scores], f"{p}.pattern", axis=-1)
-            v = g.node("MatMul", [x, w_v], f"{p}.v")
-            z = g.node("MatMul", [pattern, v], f"{p}.z")
-            names[op.res] = g.node("MatMul", [z, w_o], f"{p}.out")
-            block_layer[op.res] = op.layer_int
-            patterns.append((attn_names[op], pattern))
-        elif isinstance(op, T.MlpOp):
-            p = prefixes[op]
-            x = names[op.x]
-            w_in = g.init(f"{p}.W_in", T.dense_to_numpy(op.w_in))
-            b_in = g.init(f"{p}.b_in", T.dense_to_numpy(op.b_in))
-            w_out = g.init(f"{p}.W_out", T.dense_to_numpy(op.w_out))
-            b_out = g.init(f"{p}.b_out", T.dense_to_numpy(op.b_out))
-            pre = g.node("Add", [g.node("MatMul", [x, w_in], f"{p}.x_W_in"), b_in], f"{p}.pre")
-            hidden = g.node("Relu", [pre], f"{p}.hidden")
-            out = g.node("MatMul", [hidden, w_out], f"{p}.hidden_W_out")
-            names[op.res] = g.node("Add", [out, b_out], f"{p}.out")
-            block_layer[op.res] = op.layer_int
-        elif isinstance(op, T.AddOp):
-            layers = [block_layer[v] for v in op.inputs if v in block_layer]
-            base = f"L{max(layers)}.residual" if layers else "residual_sum"
-            ins = [names[v] for v in op.inputs]
-            names[op.res] = g.node("Sum" if len(ins) > 1 else "Identity", ins, base)
+def _emit_mask(g: _GraphBuilder, positions: str, c_zero: str, c_axes0: str) -> str:
+    """The additive attention mask [B, T, T]: MASK_VALUE where a query must not see a key."""
+    spec = g.model.spec
+    c_pad = g.init("const.pad_id", _scalar(spec.pad_id, np.int64))
+    c_neg = g.init("const.mask_value", _scalar(MASK_VALUE, np.float32))
+    c_fzero = g.init("const.zero_f32", _scalar(0.0, np.float32))
+    c_axis1 = g.init("const.axes_1", np.array([1], dtype=np.int64))
+    is_pad = g.node("Equal", [INPUT, c_pad], "mask.key_is_pad")  # [B, T]
+    masked = g.node("Unsqueeze", [is_pad, c_axis1], "mask.key_is_pad_b1t")  # [B, 1, T]
+    q_pos = g.node("Unsqueeze", [positions, c_axis1], "mask.query_pos")  # [T, 1]
+    k_pos = g.node("Unsqueeze", [positions, c_axes0], "mask.key_pos")  # [1, T]
+    if spec.causal:
+        future = g.node("Greater", [k_pos, q_pos], "mask.future")  # [T, T]
+        masked = g.node("Or", [masked, future], "mask.masked")  # [B, T, T]
+    else:
+        # BOS (query 0) attends only to itself, so position 0 computes the same constants
+        # for every input (the compiler relies on it); causal masking implies it.
+        q_is_bos = g.node("Equal", [q_pos, c_zero], "mask.query_is_bos")  # [T, 1]
+        k_not_bos = g.node("Greater", [k_pos, c_zero], "mask.key_not_bos")  # [1, T]
+        bos_row = g.node("And", [q_is_bos, k_not_bos], "mask.bos_row")  # [T, T]
+        masked = g.node("Or", [masked, bos_row], "mask.masked")  # [B, T, T]
+    return g.node("Where", [masked, c_neg, c_fzero], "mask")
 
-    # ---- outputs
-    final = names[readout.x]
+
+def _emit_attention_head(g: _GraphBuilder, op: T.AttentionHeadOp) -> None:
+    p = g.prefixes[op]
+    x = g.names[op.x]
+    w_q = g.weight(f"{p}.W_Q", op.w_q)
+    w_k = g.weight(f"{p}.W_K", op.w_k)
+    w_v = g.weight(f"{p}.W_V", op.w_v)
+    w_o = g.weight(f"{p}.W_O", op.w_o)
+    scale = g.init(f"{p}.scale", _scalar(op.scale_float, np.float32))
+    q = g.node("MatMul", [x, w_q], f"{p}.q")
+    k = g.node("MatMul", [x, w_k], f"{p}.k")
+    k_t = g.node("Transpose", [k], f"{p}.k_T", perm=[0, 2, 1])
+    qk = g.node("MatMul", [q, k_t], f"{p}.qk")
+    scaled = g.node("Mul", [qk, scale], f"{p}.scaled")
+    scores = g.node("Add", [scaled, g.mask], f"{p}.scores")
+    pattern = g.node("Softmax", [scores], f"{p}.pattern", axis=-1)
+    v = g.node("MatMul", [x, w_v], f"{p}.v")
+    z = g.node("MatMul", [pattern, v], f"{p}.z")
+    g.names[op.res] = g.node("MatMul", [z, w_o], f"{p}.out")
+    g.block_layer[op.res] = op.layer_int
+    g.patterns.append((g.attention_names[op], pattern))
+
+
+def _emit_mlp(g: _GraphBuilder, op: T.MlpOp) -> None:
+    p = g.prefixes[op]
+    x = g.names[op.x]
+    w_in = g.weight(f"{p}.W_in", op.w_in)
+    b_in = g.weight(f"{p}.b_in", op.b_in)
+    w_out = g.weight(f"{p}.W_out", op.w_out)
+    b_out = g.weight(f"{p}.b_out", op.b_out)
+    pre = g.node("Add", [g.node("MatMul", [x, w_in], f"{p}.x_W_in"), b_in], f"{p}.pre")
+    hidden = g.node("Relu", [pre], f"{p}.hidden")
+    out = g.node("MatMul", [hidden, w_out], f"{p}.hidden_W_out")
+    g.names[op.res] = g.node("Add", [out, b_out], f"{p}.out")
+    g.block_layer[op.res] = op.layer_int
+
+
+def _emit_add(g: _GraphBuilder, op: T.AddOp) -> None:
+    """A layer's residual, named after the latest layer among the blocks it sums."""
+    layers = [g.block_layer[v] for v in op.inputs if v in g.block_layer]
+    base = f"L{max(layers)}.residual" if layers else "residual_sum"
+    ins = [g.names[v] for v in op.inputs]
+    g.names[op.res] = g.node("Sum" if len(ins) > 1 else "Identity", ins, base)
+
+
+def _emit_readout(g: _GraphBuilder, op: T.ReadoutOp) -> None:
+    """The graph outputs `residual` and `output` (decoded as the interpreter's decode_readout)."""
+    final = g.names[op.x]
     g.node_named("Identity", [final], RESIDUAL)
-    dims = readout.dims_list
-    categorical = readout.encoding_str == T.CATEGORICAL
-    if categorical:
+    dims = op.dims_list
+    if op.is_categorical:
         c_dims = g.init("readout.dims", np.array(dims, dtype=np.int64))
-        c_thr = g.init("const.none_threshold", np.array(NONE_THRESHOLD, dtype=np.float32))
-        c_none = g.init("const.minus_one_i64", np.array(-1, dtype=np.int64))
+        c_thr = g.init("const.none_threshold", _scalar(NONE_THRESHOLD, np.float32))
+        c_none = g.init("const.minus_one_i64", _scalar(-1, np.int64))
         r = g.node("Gather", [final, c_dims], "readout.values", axis=2)  # [B, T, K]
         idx = g.node("ArgMax", [r], "readout.argmax", axis=-1, keepdims=0)
         c_last = g.init("const.axes_m1", np.array([-1], dtype=np.int64))
@@ -198,59 +201,90 @@ def tensor_to_onnx(module: ModuleOp, *, expose_attention: bool = False, name: st
         is_none = g.node("Less", [mx, c_thr], "readout.is_none")
         g.node_named("Where", [is_none, c_none, idx], OUTPUT)
     else:
-        c_dim = g.init("readout.dim", np.array(dims[0], dtype=np.int64))
+        c_dim = g.init("readout.dim", _scalar(dims[0], np.int64))
         g.node_named("Gather", [final, c_dim], OUTPUT, axis=2)
 
-    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.INT64, ["batch", "seq"])]
+
+EMITTERS: dict[type[Operation], Callable[[_GraphBuilder, Any], None]] = {
+    T.EmbedOp: _emit_embed,
+    T.AttentionHeadOp: _emit_attention_head,
+    T.MlpOp: _emit_mlp,
+    T.AddOp: _emit_add,
+    T.ReadoutOp: _emit_readout,
+}
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _graph_outputs(g: _GraphBuilder, expose_attention: bool) -> list[onnx.ValueInfoProto]:
+    output_type = TensorProto.INT64 if g.model.readout.is_categorical else TensorProto.FLOAT
     outputs = [
-        helper.make_tensor_value_info(
-            OUTPUT, TensorProto.INT64 if categorical else TensorProto.FLOAT, ["batch", "seq"]
-        ),
-        helper.make_tensor_value_info(RESIDUAL, TensorProto.FLOAT, ["batch", "seq", d]),
+        helper.make_tensor_value_info(OUTPUT, output_type, ["batch", "seq"]),
+        helper.make_tensor_value_info(RESIDUAL, TensorProto.FLOAT, ["batch", "seq", g.model.d_model]),
     ]
     if expose_attention:
-        for out_name, pattern in patterns:
+        for out_name, pattern in g.patterns:
             g.node_named("Identity", [pattern], out_name)
-            outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", "seq", "seq"]))
+            pattern_type = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", "seq", "seq"])
+            outputs.append(pattern_type)
+    return outputs
 
-    if name is None:
-        prog = module.attributes.get(PROGRAM_NAME_ATTR)
-        name = prog.data if isinstance(prog, StringAttr) else "raspc_model"
+
+def _model_doc(model: T.TensorModel, name: str) -> str:
     n_layers = len({op.layer_int for op in model.ops if isinstance(op, T.BlockOp)})
     n_mlps = sum(isinstance(op, T.MlpOp) for op in model.ops)
+    return (
+        f"RASP program '{name}' compiled to a transformer by raspc: d_model {model.d_model}, "
+        f"{n_layers} layers, {len(model.heads)} attention heads, {n_mlps} MLPs; "
+        f"input `tokens` int64 [batch, seq] (BOS id {model.spec.bos_id} first, PAD id {model.spec.pad_id} after the end); outputs `output` and "
+        f"`residual`; see metadata_props raspc.* for the vocabulary and output decoding."
+    )
+
+
+def _metadata(model: T.TensorModel) -> dict[str, str]:
+    """What a deployer needs (raspc/runtime.py): token ids, output decoding, residual layout."""
+    spec, readout = model.spec, model.readout
+    return {
+        "raspc.vocab": _json(spec.token_ids),
+        "raspc.bos": _json(spec.bos_id),
+        "raspc.pad": _json(spec.pad_id),
+        "raspc.output_values": _json(tuple(readout.values_tuple)),
+        "raspc.output_encoding": _json(readout.encoding_enum.value),
+        "raspc.residual_labels": _json(model.residual_labels),
+        "raspc.max_seq_len": _json(spec.max_seq_len),
+        "raspc.causal": _json(spec.causal),
+    }
+
+
+def tensor_to_onnx(
+    module: ModuleOp, *, expose_attention: bool = False, name: str | None = None
+) -> onnx.ModelProto:
+    """Exports a tensor-level module as an ONNX model (opset 23, IR version 11).
+
+    `name` names the graph; default: the tensor.model's `name`, else "raspc_model".
+    With `expose_attention`, every head's softmax pattern is an extra output `attn.<label>`.
+    Raises IRError when the module is not a well-formed tensor-level model.
+    """
+    model = T.tensor_model(module)
+    g = _GraphBuilder(model)
+    for op in T.model_op(module).body.block.ops:
+        EMITTERS[type(op)](g, op)
+    outputs = _graph_outputs(g, expose_attention)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.INT64, ["batch", "seq"])]
+    if name is None:
+        name = model.name if model.name is not None else DEFAULT_NAME
     graph = helper.make_graph(
-        g.nodes,
-        name,
-        inputs,
-        outputs,
-        g.initializers,
-        doc_string=f"RASP program '{name}' compiled by raspc",
+        g.nodes, name, inputs, outputs, g.initializers, doc_string=f"RASP program '{name}' compiled by raspc"
     )
     onnx_model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="raspc",
-        doc_string=(
-            f"RASP program '{name}' compiled to a transformer by raspc: d_model {d}, {n_layers} layers, "
-            f"{len(heads)} attention heads, {n_mlps} MLPs; input `tokens` int64 [batch, seq] "
-            f"(BOS id {attrs.bos_id} first, PAD id {attrs.pad_id} after the end); outputs `output` and "
-            f"`residual`; see metadata_props raspc.* for the vocabulary and output decoding."
-        ),
+        doc_string=_model_doc(model, name),
     )
     onnx_model.ir_version = IR_VERSION
-    helper.set_model_props(
-        onnx_model,
-        {
-            "raspc.vocab": _json(tuple(attrs.vocab)),
-            "raspc.bos": _json(attrs.bos_id),
-            "raspc.pad": _json(attrs.pad_id),
-            "raspc.output_values": _json(tuple(readout.values_tuple)),
-            "raspc.output_encoding": _json(readout.encoding_str),
-            "raspc.residual_labels": _json(tuple(attrs.residual_labels)),
-            "raspc.max_seq_len": _json(attrs.max_seq_len),
-            "raspc.causal": _json(attrs.causal),
-        },
-    )
+    helper.set_model_props(onnx_model, _metadata(model))
     return onnx_model
 
 
@@ -269,4 +303,6 @@ class ExportOnnxPass(ModulePass):
             f.write(model.SerializeToString())
 
 
-__all__ = ["tensor_to_onnx", "ExportOnnxPass", "json_value", "OPSET", "IR_VERSION", "PROGRAM_NAME_ATTR"]
+__all__ = [
+    "tensor_to_onnx", "ExportOnnxPass", "EMITTERS", "json_value", "OPSET", "IR_VERSION", "DEFAULT_NAME",
+]

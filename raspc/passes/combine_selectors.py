@@ -1,12 +1,18 @@
-"""combine-selectors: fold selector logic into select tables where keys and queries allow.
+"""combine-selectors: fold selector logic into select predicates where keys and queries allow.
 
-- `selector_not(select(k, q, T))`          -> `select(k, q, not T)`
-- `selector_and/or(select(k, q, A), select(k, q, B))` -> `select(k, q, A and/or B)`
-- `selector_not(selector_not(s))`          -> `s`
-- `selector_not(and(a, b))` / `(or(a, b))` -> De Morgan, so the negations reach the selects
+An attention head scores one select directly, and an and-tree of selects additively; anything
+else (an `or`, a `not` of a composite) needs `product-selectors`, which costs an MLP layer and
+grows the keys and queries to tuples. This pass shrinks trees first:
 
-What remains afterwards are and/or trees over selects with *different* keys or queries
-(see product-selectors and the additive attention of lower-rasp-to-craft).
+- `selector_not(selector_not(s))`                        -> `s`
+- `selector_not(select(k, q, P))`                        -> `select(k, q, not P)`
+- `selector_and/or(select(k, q, A), select(k, q, B))`    -> `select(k, q, A and/or B)`
+- `selector_not(selector_and(a, b))` / `(selector_or(a, b))` -> `or(not a, not b)` / `and(not a, not b)`
+  (De Morgan), so negations reach the selects and fold into them.
+
+The first three are the rasp dialect's canonicalization patterns (`canonicalize` runs them too);
+De Morgan is here only, as it grows a tree that no select can absorb. Types are re-inferred at
+the end: one select's width bounds can be tighter than the tree's.
 """
 
 from __future__ import annotations
@@ -24,72 +30,40 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 
+from raspc.analysis.value_sets import infer_program
 from raspc.dialects import rasp as R
-from raspc.dialects.rasp import table_values
-
-
-def _select(op) -> R.SelectOp | None:
-    owner = op.owner if hasattr(op, "owner") else None
-    return owner if isinstance(owner, R.SelectOp) else None
-
-
-class FoldNotIntoSelect(RewritePattern):
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: R.SelectorNotOp, rewriter: PatternRewriter) -> None:
-        sel = _select(op.inner)
-        if sel is None:
-            return
-        table = [1 - e for e in table_values(sel.table)]
-        new = R.SelectOp(sel.keys, sel.queries, table, op.label_str, op.src_str)
-        new.res.name_hint = op.res.name_hint
-        rewriter.replace(op, new)
-
-
-class CancelDoubleNot(RewritePattern):
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: R.SelectorNotOp, rewriter: PatternRewriter) -> None:
-        inner = op.inner.owner
-        if isinstance(inner, R.SelectorNotOp):
-            rewriter.replace(op, [], [inner.inner])
+from raspc.passes.canonicalization_patterns.rasp import SELECTOR_PATTERNS
+from raspc.passes.infer_value_sets import rasp_program
+from raspc.utils.naming import ssa_name
 
 
 class PushNotThroughAndOr(RewritePattern):
-    """De Morgan: not(a and b) = not a or not b, and dually."""
+    """De Morgan: not(a and b) -> not a or not b; not(a or b) -> not a and not b."""
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: R.SelectorNotOp, rewriter: PatternRewriter) -> None:
         inner = op.inner.owner
-        if not isinstance(inner, (R.SelectorAndOp, R.SelectorOrOp)):
+        if not isinstance(inner, R.BinarySelectorOp):
             return
-        not_a = R.SelectorNotOp(inner.fst, f"{op.label_str}.not_a", op.src_str)
-        not_b = R.SelectorNotOp(inner.snd, f"{op.label_str}.not_b", op.src_str)
+        label, src = op.label_str, op.src_str
+        not_a = R.SelectorNotOp(inner.fst, f"{label}.not_a", src)
+        not_b = R.SelectorNotOp(inner.snd, f"{label}.not_b", src)
+        not_a.res.name_hint = ssa_name(f"{label}.not_a")
+        not_b.res.name_hint = ssa_name(f"{label}.not_b")
         dual = R.SelectorOrOp if isinstance(inner, R.SelectorAndOp) else R.SelectorAndOp
-        new = dual(not_a.res, not_b.res, op.label_str, op.src_str)
-        rewriter.replace(op, [not_a, not_b, new])
-
-
-class MergeSelectsWithSharedOperands(RewritePattern):
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: R.SelectorAndOp | R.SelectorOrOp, rewriter: PatternRewriter) -> None:
-        a, b = _select(op.fst), _select(op.snd)
-        if a is None or b is None or a.keys != b.keys or a.queries != b.queries:
-            return
-        combine = (lambda x, y: x & y) if isinstance(op, R.SelectorAndOp) else (lambda x, y: x | y)
-        table = [combine(x, y) for x, y in zip(table_values(a.table), table_values(b.table))]
-        new = R.SelectOp(a.keys, a.queries, table, op.label_str, op.src_str)
+        new = dual(not_a.res, not_b.res, label, src)
         new.res.name_hint = op.res.name_hint
-        rewriter.replace(op, new)
+        rewriter.replace(op, [not_a, not_b, new])
 
 
 @dataclass(frozen=True)
 class CombineSelectorsPass(ModulePass):
-    """Folds selector not/and/or into select tables where keys and queries are shared."""
+    """Folds selector not/and/or into select predicates where keys and queries are shared."""
 
     name = "combine-selectors"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(
-            GreedyRewritePatternApplier(
-                [CancelDoubleNot(), FoldNotIntoSelect(), PushNotThroughAndOr(), MergeSelectsWithSharedOperands()]
-            )
-        ).rewrite_module(op)
+        program = rasp_program(op, self.name, inferred=True)
+        patterns = GreedyRewritePatternApplier([*SELECTOR_PATTERNS, PushNotThroughAndOr()])
+        PatternRewriteWalker(patterns).rewrite_module(op)
+        infer_program(program)

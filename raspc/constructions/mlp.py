@@ -1,0 +1,256 @@
+"""MLP constructions: pure functions from labelled directions and tables to an `MlpBlock`.
+
+Every construction is exact on the values it is given, not approximately right:
+
+| construction | computes | hidden units |
+|---|---|---|
+| `lookup_mlp` | categorical -> categorical: h_c = relu(sum of the input directions mapping to c) | #outputs |
+| `categorical_to_numerical_mlp` | relu(positive part) - relu(negative part): negative outputs exact | <= 2 |
+| `discretising_mlp` | numerical -> anything: a clamped ramp wherever the output changes between neighbouring values | 2 per change |
+| `sequence_map_mlp` | relu(x_a + sum of y_b - 1) per (row value, output) group, or per column | <= |A| x |B| |
+| `linear_mlp` | a * x + b * y through relu(+x), relu(-x) | <= 4 |
+
+`MlpBuilder.finish(bos_content)` switches off, at BOS, every hidden unit that could be positive
+there, so an MLP writes exactly 0 at BOS (what later attention heads rely on).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Mapping, Sequence
+
+from raspc.errors import UnsupportedError
+
+Weights = dict[tuple[str, str], float]
+
+# A float32 transformer computes a value up to about this relative error of the largest value
+# its direction takes (rounding in the layers it passed through and attention leak); ramps keep
+# a quarter of the gap between neighbouring values as margin, so gaps must exceed 4x this.
+RELATIVE_NOISE = 2.0**-20
+
+
+@dataclass
+class MlpBlock:
+    """One MLP: out = relu(x w_in + b_in) w_out over labelled directions (`hidden` names the units).
+    `inputs` are the directions it reads, `one`/`bos` included when it uses them."""
+
+    label: str
+    hidden: list[str]
+    w_in: Weights
+    b_in: dict[str, float]
+    w_out: Weights
+
+    @property
+    def inputs(self) -> set[str]:
+        return {d for d, _ in self.w_in}
+
+
+@dataclass
+class MlpBuilder:
+    """Collects hidden units; `finish` adds the BOS gating."""
+
+    label: str
+    hidden: list[str] = field(default_factory=list)
+    w_in: Weights = field(default_factory=dict)
+    b_in: dict[str, float] = field(default_factory=dict)
+    w_out: Weights = field(default_factory=dict)
+    out_bias: dict[str, float] = field(default_factory=dict)
+
+    def neuron(self, tag: str, inputs: Mapping[str, float], bias: float, outputs: Mapping[str, float]) -> None:
+        outputs = {k: v for k, v in outputs.items() if v != 0.0}
+        if not outputs:
+            return
+        name = f"{self.label}[{tag}]"
+        assert name not in self.hidden, name
+        self.hidden.append(name)
+        for d, w in inputs.items():
+            if w != 0.0:
+                self.w_in[(d, name)] = self.w_in.get((d, name), 0.0) + w
+        if bias:
+            self.b_in[name] = bias
+        for d, w in outputs.items():
+            self.w_out[(name, d)] = w
+
+    def add_output_bias(self, outputs: Mapping[str, float]) -> None:
+        for d, v in outputs.items():
+            self.out_bias[d] = self.out_bias.get(d, 0.0) + v
+
+    def finish(self, bos_content: Mapping[str, float]) -> MlpBlock:
+        """The block, gated so it writes exactly 0 at BOS (`bos_content`: what its inputs hold there)."""
+        if any(self.out_bias.values()):
+            # A constant output is a unit relu(one - K*bos): 1 on tokens, 0 at BOS.
+            self.neuron("bias", {"one": 1.0}, 0.0, self.out_bias)
+        at_bos_inputs: dict[str, float] = {}
+        content = {**bos_content, "one": 1.0}
+        for (d, h), w in self.w_in.items():
+            if d in content:
+                at_bos_inputs[h] = at_bos_inputs.get(h, 0.0) + w * content[d]
+        for h in self.hidden:
+            at_bos = self.b_in.get(h, 0.0) + at_bos_inputs.get(h, 0.0)
+            if at_bos > 0.0 or h.endswith("[bias]"):
+                self.w_in[("bos", h)] = -float(math.ceil(abs(at_bos) + 1.0))
+        return MlpBlock(self.label, self.hidden, self.w_in, self.b_in, self.w_out)
+
+
+def simple_fraction(x: float) -> Fraction:
+    """The simple fraction a float came from (1/3 for 0.333...), else the float's exact value."""
+    simple = Fraction(x).limit_denominator(1_000_000)
+    return simple if abs(float(simple) - x) <= 1e-12 * max(1.0, abs(x)) else Fraction(x)
+
+
+# --------------------------------------------------------------------------- categorical inputs
+
+
+def lookup_mlp(label: str, in_dirs: Sequence[str], out_dirs: Sequence[str], table: Sequence[int | None],
+               bos_content: Mapping[str, float]) -> MlpBlock:
+    """Categorical -> categorical: input direction i maps to output direction table[i] (None: none).
+    One unit per output direction: h_c = relu(sum of the input directions that map to c)."""
+    mlp = MlpBuilder(label)
+    for c, out_dir in enumerate(out_dirs):
+        sources = {in_dirs[i]: 1.0 for i, e in enumerate(table) if e == c}
+        if sources:
+            mlp.neuron(out_dir, sources, 0.0, {out_dir: 1.0})
+    return mlp.finish(bos_content)
+
+
+def categorical_to_numerical_mlp(label: str, in_dirs: Sequence[str], out_dir: str, outputs: Sequence[float],
+                                 bos_content: Mapping[str, float]) -> MlpBlock:
+    """Categorical -> numerical: relu(sum of positive f(v) x_v) - relu(sum of -negative f(v) x_v)."""
+    mlp = MlpBuilder(label)
+    pos = {in_dirs[i]: float(v) for i, v in enumerate(outputs) if v > 0}
+    neg = {in_dirs[i]: -float(v) for i, v in enumerate(outputs) if v < 0}
+    if pos:
+        mlp.neuron("+", pos, 0.0, {out_dir: 1.0})
+    if neg:
+        mlp.neuron("-", neg, 0.0, {out_dir: -1.0})
+    return mlp.finish(bos_content)
+
+
+def sequence_map_mlp(label: str, a_dirs: Sequence[str], b_dirs: Sequence[str],
+                     outputs: Sequence[Sequence[tuple[str, float] | None]], categorical_out: bool,
+                     bos_content: Mapping[str, float]) -> MlpBlock:
+    """f(a, b) of two categorical s-ops; `outputs[i][j]` is (direction, weight) written for
+    (a_dirs[i], b_dirs[j]), or None. One unit relu(x_a + sum of y_b - 1) per (row value, output),
+    or per (column value, output), whichever needs fewer units."""
+    by_row: dict[tuple[int, tuple[str, float]], list[int]] = {}
+    by_col: dict[tuple[int, tuple[str, float]], list[int]] = {}
+    for i in range(len(a_dirs)):
+        for j in range(len(b_dirs)):
+            out = outputs[i][j]
+            if out is not None:
+                by_row.setdefault((i, out), []).append(j)
+                by_col.setdefault((j, out), []).append(i)
+    mlp = MlpBuilder(label)
+
+    def tag(src: str, d: str, v: float) -> str:
+        return f"{src}->{d}" if categorical_out else f"{src}->{v!r}"
+
+    if len(by_row) <= len(by_col):
+        for (i, (d, v)), js in by_row.items():
+            mlp.neuron(tag(a_dirs[i], d, v), {a_dirs[i]: 1.0, **{b_dirs[j]: 1.0 for j in js}}, -1.0, {d: v})
+    else:
+        for (j, (d, v)), is_ in by_col.items():
+            mlp.neuron(tag(b_dirs[j], d, v), {b_dirs[j]: 1.0, **{a_dirs[i]: 1.0 for i in is_}}, -1.0, {d: v})
+    return mlp.finish(bos_content)
+
+
+# --------------------------------------------------------------------------- numerical inputs
+
+
+def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: Mapping[str, float], tag: str,
+                  noise: float, gate: tuple[str, float] | None = None) -> None:
+    """Adds delta_out * clamp((x - t0) / (t1 - t0), 0, 1) with t0, t1 a quarter of the gap inside
+    [lo, hi]: exactly 0 near lo and exactly delta_out near hi, so noise of up to a quarter gap in x
+    never reaches the output. With `gate = (g, M)` the ramp is shifted down by M(1 - g): off unless g = 1."""
+    flo, fhi = simple_fraction(lo), simple_fraction(hi)
+    if (fhi - flo) / 4 <= noise or hi - lo <= 2.0**-40 * max(abs(lo), abs(hi)):
+        raise UnsupportedError(
+            f"'{x_dir}' takes values {lo!r} and {hi!r}, which a float32 transformer cannot tell apart "
+            f"(its noise there is about {noise:.1e}), but '{mlp.label}' maps them differently"
+        )
+    t0, t1 = flo + (fhi - flo) / 4, fhi - (fhi - flo) / 4
+    slope = 1 / (t1 - t0)
+    inputs = {x_dir: float(slope)}
+    bias0, bias1 = float(-t0 * slope), float(-t1 * slope)
+    if gate is not None:
+        g, m = gate
+        inputs[g] = m
+        bias0, bias1 = bias0 - m, bias1 - m
+    mlp.neuron(f"{tag}>", inputs, bias0, dict(delta_out))
+    mlp.neuron(f"{tag}<", inputs, bias1, {k: -v for k, v in delta_out.items()})
+
+
+def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
+                       noise: float, tag: str = "", gate: tuple[str, float] | None = None) -> None:
+    """Units equal to outputs[i] at x = xs[i] (xs strictly ascending): outputs[0] as a constant plus a
+    ramp wherever the output changes. Ungated, the constant becomes an output bias."""
+    if gate is None:
+        mlp.add_output_bias(outputs[0])
+    elif outputs[0]:
+        mlp.neuron(f"{tag}base", {gate[0]: 1.0}, 0.0, outputs[0])
+    for i in range(len(xs) - 1):
+        before, after = outputs[i], outputs[i + 1]
+        if before == after:
+            continue
+        delta = {d: after.get(d, 0.0) - before.get(d, 0.0) for d in set(before) | set(after)}
+        delta = {d: v for d, v in sorted(delta.items()) if v != 0.0}
+        if delta:
+            _step_neurons(mlp, x_dir, float(xs[i]), float(xs[i + 1]), delta, f"{tag}{i}", noise, gate)
+
+
+def noise_of(xs: Sequence[float]) -> float:
+    """The absolute noise a float32 model may add to a direction taking the values `xs`."""
+    return RELATIVE_NOISE * max((abs(x) for x in xs), default=0.0)
+
+
+def discretising_mlp(label: str, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
+                     bos_content: Mapping[str, float], noise: float | None = None) -> MlpBlock:
+    """Numerical -> anything: an MLP equal to outputs[i] at x = xs[i] (xs strictly ascending)."""
+    mlp = MlpBuilder(label)
+    add_discretisation(mlp, x_dir, xs, outputs, noise_of(xs) if noise is None else noise)
+    return mlp.finish(bos_content)
+
+
+def linear_mlp(label: str, factors: Mapping[str, float], signs: Mapping[str, tuple[bool, bool]], out_dir: str,
+               bos_content: Mapping[str, float]) -> MlpBlock:
+    """sum of factor * x over numerical directions, through relu(+x) and relu(-x) (only the signs x takes)."""
+    mlp = MlpBuilder(label)
+    for d, fac in factors.items():
+        can_pos, can_neg = signs[d]
+        if can_pos:
+            mlp.neuron(f"+{d}", {d: 1.0}, 0.0, {out_dir: fac})
+        if can_neg:
+            mlp.neuron(f"-{d}", {d: -1.0}, 0.0, {out_dir: -fac})
+    return mlp.finish(bos_content)
+
+
+def width_mlp(label: str, share_dir: str, widths: Sequence[int], outputs: Sequence[Mapping[str, float]],
+              bos_content: Mapping[str, float]) -> MlpBlock:
+    """Selector width from BOS's share of attention, 1/(w+1): outputs[i] at width widths[i]."""
+    points = sorted(((1.0 / (w + 1), i) for i, w in enumerate(widths)))
+    return discretising_mlp(label, share_dir, [p for p, _ in points], [outputs[i] for _, i in points], bos_content,
+                            noise=0.0)
+
+
+def mean_type_mlp(label: str, selected_dirs: Sequence[str], share_dir: str, widths: Sequence[int],
+                  outputs: Sequence[Sequence[Mapping[str, float]]], bos_content: Mapping[str, float]) -> MlpBlock:
+    """A categorical mean whose value depends on how many equal values were averaged (the evaluator's
+    mean of 1 and 1 is 1.0): outputs[i][k] is written when selected_dirs[i] is selected and the
+    selection width is widths[k], read from BOS's share of attention 1/(w+1). Each value's
+    discretisation is gated by its selected direction (exactly 0 or 1)."""
+    mlp = MlpBuilder(label)
+    order = sorted(range(len(widths)), key=lambda k: 1.0 / (widths[k] + 1))
+    shares = [1.0 / (widths[k] + 1) for k in order]
+    gate_strength = float(math.ceil(4 * (len(widths) + 1) ** 2 + 1))
+    for i, d in enumerate(selected_dirs):
+        add_discretisation(mlp, share_dir, shares, [outputs[i][k] for k in order], 0.0, tag=f"{d}:",
+                           gate=(d, gate_strength))
+    return mlp.finish(bos_content)
+
+
+__all__ = [
+    "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
+    "add_discretisation", "noise_of", "linear_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
+]

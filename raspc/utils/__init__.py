@@ -1,0 +1,1 @@
+"""Helpers shared by every level: RASP values (identity, order, syntax) and names."""

@@ -1,0 +1,166 @@
+"""Each construction of raspc.constructions alone, as Tracr's craft/chamber tests do: the block is
+built from plain labels and tables (no IR, no compiler) and evaluated with numpy on every input
+it is exact for, BOS included."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from raspc.constructions import attention as A
+from raspc.constructions import mlp as M
+from raspc.errors import UnsupportedError
+
+
+def run_mlp(block: M.MlpBlock, x: Mapping[str, float]) -> dict[str, float]:
+    """The block's output on one position whose directions hold `x` (absent: 0)."""
+    pre = {h: block.b_in.get(h, 0.0) for h in block.hidden}
+    for (d, h), w in block.w_in.items():
+        pre[h] += w * x.get(d, 0.0)
+    out: dict[str, float] = {}
+    for (h, d), w in block.w_out.items():
+        out[d] = out.get(d, 0.0) + w * max(pre[h], 0.0)
+    return {d: v for d, v in out.items() if abs(v) > 1e-12}
+
+
+def at_token(x: Mapping[str, float]) -> dict[str, float]:
+    return {"one": 1.0, **x}
+
+
+def test_lookup_mlp_is_the_table_and_zero_at_bos() -> None:
+    block = M.lookup_mlp("f", ["x:a", "x:b", "x:c"], ["f:1", "f:2"], [1, 0, None], {})
+    assert run_mlp(block, at_token({"x:a": 1})) == {"f:2": 1.0}
+    assert run_mlp(block, at_token({"x:b": 1})) == {"f:1": 1.0}
+    assert run_mlp(block, at_token({"x:c": 1})) == {}
+    assert run_mlp(block, at_token({})) == {}  # None in, None out
+    assert run_mlp(block, {"one": 1.0, "bos": 1.0}) == {}
+
+
+def test_categorical_to_numerical_keeps_negative_outputs() -> None:
+    block = M.categorical_to_numerical_mlp("f", ["x:a", "x:b", "x:c"], "f", [2.5, -3.0, 0.0], {})
+    assert run_mlp(block, at_token({"x:a": 1})) == {"f": 2.5}
+    assert run_mlp(block, at_token({"x:b": 1})) == {"f": -3.0}
+    assert run_mlp(block, at_token({"x:c": 1})) == {}
+    assert len(block.hidden) == 2
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_discretising_mlp_exact_within_a_quarter_gap(noise: float) -> None:
+    xs = [-1.0, 0.0, 0.5, 2.0]
+    outputs = [{"y": 1.0}, {"y": 1.0}, {"z": 1.0}, {"y": -4.0}]
+    block = M.discretising_mlp("g", "x", xs, outputs, {})
+    for x, want in zip(xs, outputs):
+        for shift in (-noise * 0.5 / 4, 0.0, noise * 0.5 / 4):
+            got = run_mlp(block, at_token({"x": x + shift}))
+            assert got.keys() == want.keys() and all(math.isclose(got[k], v) for k, v in want.items()), (x, got)
+    # only two changes of output -> 2 ramps of 2 units, plus the constant
+    assert len(block.hidden) == 5
+    assert run_mlp(block, {"one": 1.0, "bos": 1.0}) == {}  # x holds 0 at BOS, as declared
+
+
+def test_discretising_mlp_refuses_values_float32_cannot_separate() -> None:
+    with pytest.raises(UnsupportedError, match="cannot tell apart"):
+        M.discretising_mlp("g", "x", [0.0, 1.1e-16, 3.0], [{"y": 1.0}, {}, {}], {})
+
+
+def test_discretising_mlp_gap_is_relative() -> None:
+    block = M.discretising_mlp("g", "x", [1e-6, 1.125e-6], [{"y": 1.0}, {"y": 2.0}], {})
+    assert run_mlp(block, at_token({"x": 1e-6})) == pytest.approx({"y": 1.0})
+    assert run_mlp(block, at_token({"x": 1.125e-6})) == pytest.approx({"y": 2.0})
+
+
+def test_sequence_map_mlp_every_pair() -> None:
+    a, b = ["a:0", "a:1", "a:2"], ["b:0", "b:1"]
+    table = [[("f:s", 1.0) if (i + j) % 2 else ("f:t", 1.0) for j in range(2)] for i in range(3)]
+    block = M.sequence_map_mlp("f", a, b, table, True, {})
+    for i in range(3):
+        for j in range(2):
+            assert run_mlp(block, at_token({a[i]: 1, b[j]: 1})) == {table[i][j][0]: 1.0}
+
+
+def test_linear_mlp_both_signs() -> None:
+    block = M.linear_mlp("l", {"x": 2.0, "y": -0.5}, {"x": (True, True), "y": (True, False)}, "l", {})
+    for x, y in [(1.0, 3.0), (-2.0, 0.5), (0.25, 0.0)]:
+        assert run_mlp(block, at_token({"x": x, "y": y})).get("l", 0.0) == pytest.approx(2 * x - 0.5 * y)
+
+
+@pytest.mark.parametrize("n", [4, 12, 40])
+def test_width_mlp_inverts_the_bos_share_exactly(n: int) -> None:
+    widths = list(range(0, n + 1))
+    block = M.width_mlp("w", "share", widths, [{f"w:{w}": 1.0} for w in widths], {"share": 1.0})
+    for w in widths:
+        assert run_mlp(block, at_token({"share": 1.0 / (w + 1)})) == pytest.approx({f"w:{w}": 1.0})
+    assert run_mlp(block, {"one": 1.0, "bos": 1.0, "share": 1.0}) == {}
+
+
+def test_mean_type_mlp_turns_ints_into_floats_past_one_selected() -> None:
+    widths = [0, 1, 2, 3]
+    outputs = [[{}, {"m:1": 1.0}, {"m:1.0": 1.0}, {"m:1.0": 1.0}],
+               [{"m:none": 1.0}, {"m:2": 1.0}, {"m:2.0": 1.0}, {"m:2.0": 1.0}]]
+    block = M.mean_type_mlp("m", ["s:1", "s:2"], "share", widths, outputs, {})
+    for i, d in enumerate(["s:1", "s:2"]):
+        for k, w in enumerate(widths):
+            got = run_mlp(block, at_token({d: 1.0, "share": 1.0 / (w + 1)}))
+            assert got == pytest.approx(outputs[i][k]), (d, w, got)
+    assert run_mlp(block, at_token({"share": 0.25})) == {}
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def run_head(head: A.HeadBlock, queries: Sequence[Mapping[str, float]], keys: Sequence[Mapping[str, float]],
+             values: Sequence[Mapping[str, float]], bos_only_self: bool = True) -> list[dict[str, float]]:
+    """Position 0 is BOS (attends only to itself)."""
+    scores = np.array([[sum(w * q.get(qd, 0.0) * k.get(kd, 0.0) for (qd, kd), w in head.w_qk.items())
+                        for k in keys] for q in queries]) * head.scale
+    if bos_only_self:
+        scores[0, 1:] = -1e9
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    outs = []
+    for qi in range(len(queries)):
+        out: dict[str, float] = {}
+        for ki, v in enumerate(values):
+            for (vd, od), w in head.w_ov.items():
+                out[od] = out.get(od, 0.0) + p[qi, ki] * w * v.get(vd, 0.0)
+        outs.append({d: x for d, x in out.items() if abs(x) > 1e-6})
+    return outs
+
+
+def test_none_key_selects_through_the_affine_indicator() -> None:
+    # keys k in {None, "a"}, queries q in {"a", "b"}; predicate: k != q (None != q is True)
+    table = np.array([[1, 0], [1, 1]])  # rows: q = a, b; columns: k = None, a
+    scores = A.conjunction_scores([A.Leaf(["q:a", "q:b"], ["k:a"], table, q_none=False, k_none=True)])
+    bos = {"one": 1.0, "bos": 1.0}
+    tok = lambda d: {"one": 1.0, **d}  # noqa: E731
+    key_positions = [bos, tok({}), tok({"k:a": 1.0})]  # BOS, a None key, key "a"
+    head = A.selection_head("h", scores, 1, 0.5, {"one": 1.0}, {("v", "out"): 1.0}, {}, {}, 40.0)
+    values = [{}, {"v": 10.0}, {"v": 20.0}]
+    q_a = run_head(head, [bos, tok({"q:a": 1.0})], key_positions, values)[1]
+    q_b = run_head(head, [bos, tok({"q:b": 1.0})], key_positions, values)[1]
+    assert q_a == pytest.approx({"out": 10.0})  # only the None key: a != a is False
+    assert q_b == pytest.approx({"out": 15.0})  # both
+
+
+def test_empty_selection_attends_to_bos_value() -> None:
+    scores = A.conjunction_scores([A.Leaf(["q:x"], ["k:x", "k:y"], np.array([[0, 1]]))])
+    head = A.selection_head("h", scores, 1, 0.5, {}, {("v", "out"): 1.0}, {}, {"out": 7.0}, 40.0)
+    bos = {"one": 1.0, "bos": 1.0}
+    keys = [bos, {"one": 1.0, "k:x": 1.0}]  # no key "y": nothing selected
+    outs = run_head(head, [bos, {"one": 1.0, "q:x": 1.0}], keys, [{"bos": 1.0}, {"v": 3.0}])
+    assert outs[1] == pytest.approx({"out": 7.0})
+    assert outs[0] == pytest.approx({"out": 7.0})  # BOS writes its bos_value
+
+
+def test_value_leak_keeps_large_defaults_out_of_selected_positions() -> None:
+    leak = A.value_leak(1e-9, 1e9)
+    scale = A.head_scale(8, leak)
+    scores = A.conjunction_scores([A.Leaf(["q:x"], ["k:x"], np.array([[1]]))])
+    head = A.selection_head("h", scores, 1, 0.5, {}, {("v", "out"): 1.0}, {}, {"out": 1e9}, scale)
+    bos = {"one": 1.0, "bos": 1.0}
+    keys = [bos] + [{"one": 1.0, "k:x": 1.0}] * 8
+    out = run_head(head, [bos, {"one": 1.0, "q:x": 1.0}], keys, [{"bos": 1.0}] + [{"v": 1.0}] * 8)[1]
+    assert out["out"] == pytest.approx(1.0, rel=2**-23)
