@@ -9,6 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from raspc import rasp
+from raspc.utils.values import same_result
 
 BATCH = 50  # inputs per hypothesis example, run in one apply_batch call
 MIN_INPUTS = 200  # per program, as the issues ask
@@ -21,20 +22,9 @@ def n_batches() -> int:
 
 
 def same(actual: Any, expected: Any, numerical: bool) -> bool:
-    """One output value against the evaluator's: None only for None; numbers within TOL for a
-    numerical output (where the evaluator may give a bool: a one-element mean of booleans);
-    categorical values exactly, a bool never equal to a number."""
-    if actual is None or expected is None:
-        return actual is None and expected is None
-    if numerical:
-        return isinstance(actual, (int, float)) and abs(float(actual) - float(expected)) <= TOL
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return type(actual) is type(expected) and actual == expected
-    if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
-        return actual == expected
-    if isinstance(actual, tuple) and isinstance(expected, tuple):
-        return len(actual) == len(expected) and all(same(a, e, False) for a, e in zip(actual, expected))
-    return type(actual) is type(expected) and actual == expected
+    """One output value against the evaluator's (raspc.utils.values.same_result: None only for None,
+    numerical within TOL, categorical by value and type: 1, 1.0 and True differ)."""
+    return same_result(expected, actual, numerical, TOL)
 
 
 @st.composite

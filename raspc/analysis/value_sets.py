@@ -24,6 +24,7 @@ None, a set past its bound) are typed errors naming the s-op.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -218,6 +219,17 @@ def _linear_sequence_map(op: R.LinearSequenceMapOp, facts: Facts, ctx: _Context)
     if op.fst != op.snd and len(a.values) * len(b.values) > MAX_NUMERICAL_VALUES:
         return SOpFacts(NUMERICAL, None, exact)
     return _make(op, NUMERICAL, (fa * x + fb * y for x, y in _pairs(op, a, b)), ctx, exact)
+
+
+@_transfer(R.TupleOp)
+def _tuple(op: R.TupleOp, facts: Facts, ctx: _Context) -> SOpFacts:
+    parts = [_operand(facts, p, op, ctx, "part") for p in op.parts]
+    size = 1
+    for f in parts:
+        size *= len(f.values or ())
+    if size > MAX_CATEGORICAL_VALUES:
+        raise ctx.fail(op, f"value set grows to {size} tuples (bound {MAX_CATEGORICAL_VALUES})", ValueSetError)
+    return _make(op, CATEGORICAL, itertools.product(*(f.values or () for f in parts)), ctx)
 
 
 @_transfer(R.SelectorWidthOp)

@@ -9,6 +9,7 @@ Every construction is exact on the values it is given, not approximately right:
 | `discretising_mlp` | numerical -> anything: a clamped ramp wherever the output changes between neighbouring values | 2 per change |
 | `sequence_map_mlp` | relu(x_a + sum of y_b - 1) per (row value, output) group, or per column | <= |A| x |B| |
 | `linear_mlp` | a * x + b * y through relu(+x), relu(-x) | <= 4 |
+| `tuple_mlp` | the tuple of k s-ops, None parts included: relu(sum of the parts' indicators - (k - 1)) | #tuples |
 
 `MlpBuilder.finish(bos_content)` switches off, at BOS, every hidden unit that could be positive
 there, so an MLP writes exactly 0 at BOS (what later attention heads rely on).
@@ -156,6 +157,26 @@ def sequence_map_mlp(label: str, a_dirs: Sequence[str], b_dirs: Sequence[str],
     return mlp.finish(bos_content)
 
 
+def tuple_mlp(label: str, parts: Sequence[tuple[Sequence[str], bool]], tuples: Sequence[Sequence[int | None]],
+              out_dirs: Sequence[str], bos_content: Mapping[str, float]) -> MlpBlock:
+    """The tuple of k categorical s-ops: one unit per tuple, relu(sum of its parts' indicators - (k - 1)).
+    A part's indicator is its value's direction, or for None (`tuples[t][i] is None`, when
+    `parts[i][1]` says it can be None) the affine `one - sum of the part's directions`."""
+    mlp = MlpBuilder(label)
+    k = len(parts)
+    for t, out_dir in zip(tuples, out_dirs):
+        inputs: dict[str, float] = {}
+        for (dirs, _), i in zip(parts, t):
+            if i is None:
+                inputs["one"] = inputs.get("one", 0.0) + 1.0
+                for d in dirs:
+                    inputs[d] = inputs.get(d, 0.0) - 1.0
+            else:
+                inputs[dirs[i]] = inputs.get(dirs[i], 0.0) + 1.0
+        mlp.neuron(out_dir, inputs, -(k - 1.0), {out_dir: 1.0})
+    return mlp.finish(bos_content)
+
+
 # --------------------------------------------------------------------------- numerical inputs
 
 
@@ -252,5 +273,5 @@ def mean_type_mlp(label: str, selected_dirs: Sequence[str], share_dir: str, widt
 
 __all__ = [
     "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
-    "add_discretisation", "noise_of", "linear_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
+    "add_discretisation", "noise_of", "linear_mlp", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
 ]

@@ -35,6 +35,7 @@ from xdsl.irdl import (
     prop_def,
     result_def,
     traits_def,
+    var_operand_def,
 )
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
@@ -467,6 +468,30 @@ class SequenceMapOp(SOpOp):
             raise VerifyException("rasp.sequence_map takes a table of two arguments")
 
 
+@irdl_op_definition
+class TupleOp(SOpOp):
+    """The tuple of several s-ops' values at each position, None parts kept: (None, "a") is a value.
+
+    Not a RASP primitive: product-selectors packs the keys (queries) of a selector tree with it,
+    so one select over the tuples can stand for the tree (a sequence_map would turn the whole
+    tuple into None where one part is None)."""
+
+    name = "rasp.tuple"
+    parts = var_operand_def(SOpType)
+    traits = traits_def(Pure())
+    assembly_format = "$parts attr-dict `:` type($parts) `->` type($res)"
+
+    def __init__(self, parts: Sequence[SSAValue], label: str, src: str | None = None):
+        super().__init__(operands=[list(parts)], result_types=[SOpType.uninferred(CATEGORICAL)],
+                         properties=_props(label, src))
+
+    def verify_(self) -> None:
+        if len(self.parts) < 2:
+            raise VerifyException("rasp.tuple packs at least two s-ops")
+        if not self.result_type.is_categorical or not all(sop_type(p).is_categorical for p in self.parts):
+            raise VerifyException("rasp.tuple packs categorical s-ops into a categorical one")
+
+
 def _factor(x: float) -> Attribute:
     if type(x) in (int, bool):
         return IntegerAttr(int(x), i64)
@@ -640,7 +665,7 @@ class OutputOp(IRDLOperation):
         super().__init__(operands=[inp])
 
 
-SOP_OPS = (TokensOp, IndicesOp, FullOp, ConstantOp, MapOp, SequenceMapOp, LinearSequenceMapOp, AggregateOp,
+SOP_OPS = (TokensOp, IndicesOp, FullOp, ConstantOp, MapOp, SequenceMapOp, LinearSequenceMapOp, TupleOp, AggregateOp,
            SelectorWidthOp)
 SELECTOR_OPS = (SelectOp, SelectorAndOp, SelectorOrOp, SelectorNotOp)
 
@@ -653,7 +678,7 @@ Rasp = Dialect(
 __all__ = [
     "Rasp", "SOpType", "SelectorType", "UnboundedAttr", "UninferredAttr", "TableAttr", "Comparison",
     "ComparisonAttr", "RelationAttr", "COMPARISON_NEGATION", "Predicate", "RaspOp", "SOpOp", "SelectorOp",
-    "ProgramOp", "TokensOp", "IndicesOp", "FullOp", "ConstantOp", "MapOp", "SequenceMapOp", "LinearSequenceMapOp",
+    "ProgramOp", "TokensOp", "IndicesOp", "FullOp", "ConstantOp", "MapOp", "SequenceMapOp", "LinearSequenceMapOp", "TupleOp",
     "SelectOp", "BinarySelectorOp", "SelectorAndOp", "SelectorOrOp", "SelectorNotOp", "AggregateOp",
     "SelectorWidthOp", "OutputOp", "SOP_OPS", "SELECTOR_OPS", "sop_type", "ValueIndex",
 ]

@@ -186,6 +186,17 @@ class RaspFunctions(InterpreterFunctions):
     def run_sequence_map(self, interpreter: Interpreter, op: R.SequenceMapOp, args: PythonValues) -> PythonValues:
         return (self._table(interpreter, op, [op.fst, op.snd], args),)
 
+    @impl(R.TupleOp)
+    def run_tuple(self, interpreter: Interpreter, op: R.TupleOp, args: PythonValues) -> PythonValues:
+        import itertools
+
+        sets = [_values(p) for p in op.parts]
+        lut = _index_lut(list(itertools.product(*sets)), _values(op.res))
+        flat = np.zeros(args[0].shape, dtype=np.int64)
+        for idx, vals in zip(args, sets):  # mixed radix, in itertools.product order
+            flat = flat * len(vals) + idx
+        return (lut[flat],)
+
     @impl(R.LinearSequenceMapOp)
     def run_linear_sequence_map(self, interpreter: Interpreter, op: R.LinearSequenceMapOp,
                                 args: PythonValues) -> PythonValues:

@@ -14,7 +14,7 @@ removed. Finally the `rasp.program` becomes a `craft.model` around the same bloc
 | tokens, indices | `craft.embed` |
 | full, constant | `craft.positional` |
 | map | lookup MLP (categorical input), discretising MLP (numerical input) |
-| sequence_map, linear_sequence_map | sequence-map MLP, linear MLP |
+| sequence_map, linear_sequence_map, tuple | sequence-map MLP, linear MLP, tuple MLP |
 | aggregate of a conjunction of selects | one attention head (+ a width head and an MLP where the mean's type depends on the width) |
 | selector_width | attention head (BOS's share) + discretising MLP |
 """
@@ -274,6 +274,25 @@ class LinearSequenceMapToMlp(_Lowering):
         self.replace(rewriter, op, [mlp], mlp.res)
 
 
+class TupleToMlp(_Lowering):
+    """tuple -> one unit per tuple value (a None part through the affine indicator `one - sum`)."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: R.TupleOp, rewriter: PatternRewriter) -> None:
+        spaces = [lowered(p) for p in op.parts]
+        if any(s is None for s in spaces):
+            return
+        part_types = [R.sop_type(p) for p in op.parts]
+        indexes = [ValueIndex(t.non_none_values) for t in part_types]
+        out_t = op.result_type
+        tuples = [tuple(None if v is None else idx[v] for v, idx in zip(t, indexes)) for t in out_t.non_none_values]
+        out_space = craft_type(op.label_str, out_t)
+        parts = [(C.space_labels(s), t.may_be_none) for s, t in zip(spaces, part_types)]
+        block = M.tuple_mlp(op.label_str, parts, tuples, out_space.labels, _bos_of(spaces))
+        mlp = self.mlp_op(block, spaces, out_space, op)
+        self.replace(rewriter, op, [mlp], mlp.res)
+
+
 # --------------------------------------------------------------------------- attention
 
 
@@ -468,7 +487,7 @@ class OutputToCraftOutput(RewritePattern):
 
 
 PATTERNS = (
-    TokensIndicesToEmbedding, ConstantsToPositional, MapToMlp, SequenceMapToMlp, LinearSequenceMapToMlp,
+    TokensIndicesToEmbedding, ConstantsToPositional, MapToMlp, SequenceMapToMlp, LinearSequenceMapToMlp, TupleToMlp,
     SelectAggregateToAttentionHead, SelectorWidthToAttentionAndMlp,
 )
 

@@ -3,13 +3,12 @@
 An and-tree of selects is scored additively by one attention head (see lower-rasp-to-craft).
 Any other tree read by an aggregate or a selector width (one with an `or`, or a `not` left over a
 composite by combine-selectors) becomes a single `rasp.select` whose keys and queries are tuples
-of the leaves' keys and queries, packed with `rasp.sequence_map`s
+of the leaves' keys and queries, packed with one `rasp.tuple` each
 
-    keys1 = sequence_map(k1, k2, {a, b -> (a, b)})
-    keys2 = sequence_map(keys1, k3, {(a, b), c -> (a, b, c)}), ...
+    keys = rasp.tuple k1, k2, k3        // (k1, k2, k3) at every position, None parts kept
 
 (an operand set of one is used as it is), and whose predicate is a relation: the tree evaluated on
-every (query tuple, key tuple). Exact, at the price of one MLP layer for the tuples.
+every (query tuple, key tuple). Exact, at the price of one MLP sublayer for the tuples.
 
 The relation is built in polynomial time: each leaf's predicate matrix is computed once over its
 operands' values, spread over the tuple grid with numpy index arithmetic, and the tree is evaluated
@@ -19,10 +18,9 @@ built, the tuple value sets and the matrix size are estimated from the operands'
 the budget (MAX_CATEGORICAL_VALUES tuple values, MAX_PRODUCT_ENTRIES matrix entries) the selector
 is refused at once, naming it and the size.
 
-Two things cannot be packed and are refused clearly: a leaf operand that can be None where a leaf
-reads that None (a sequence_map of a None is None, which loses the other parts of the tuple; a
-None that only ever makes a comparison raise is fine: that input is outside the domain anyway),
-and a numerical operand whose numerically equal values (0 and 0.0) a leaf tells apart.
+A numerical operand is packed through a categorical copy that maps numerically equal values
+(0 and 0.0, one number in the model) to one representative; where a leaf tells such values
+apart, the selector is refused.
 """
 
 from __future__ import annotations
@@ -111,12 +109,9 @@ class ProductBuilder:
         if not t.is_categorical:
             first = numeric_groups(vals)
             self.check_numbers_alike(v, vals, first, role, readers, root)
-        if t.may_be_none:
-            self.check_none_unread(v, vals, role, readers, root)
-        grid_pos = [i for i, v_ in enumerate(vals) if v_ is not None and first[i] == i]
+        grid_pos = [i for i in range(len(vals)) if first[i] == i]
         where = {p: j for j, p in enumerate(grid_pos)}
-        to_grid = np.array([where.get(int(first[i]), -1) if vals[i] is not None else -1
-                            for i in range(len(vals))], dtype=np.int64)
+        to_grid = np.array([where[int(first[i])] for i in range(len(vals))], dtype=np.int64)
         return Axis(v, vals, tuple(vals[p] for p in grid_pos), to_grid)
 
     def reader_matrix(self, leaf: R.SelectOp, role: str) -> np.ndarray:
@@ -125,21 +120,6 @@ class ProductBuilder:
         queries = R.sop_type(leaf.queries).value_set or ()
         m = select_matrix(leaf, keys, queries)
         return m if role == "key" else m.T
-
-    def check_none_unread(self, v: SSAValue, vals: Sequence[Value], role: str, readers: list[R.SelectOp],
-                          root: R.RaspOp) -> None:
-        none = [i for i, x in enumerate(vals) if x is None]
-        for leaf in readers:
-            m = self.reader_matrix(leaf, role)
-            if m.shape[0] and (m[:, none] >= 0).any():
-                raise self.fail(
-                    root,
-                    f"this selector is not a conjunction, so it becomes one select over tuples of its "
-                    f"selects' {role}s, but {role} '{label_of(v)}' can be None and '{leaf.label_str}' "
-                    "selects on that None; a tuple with a None part is None, which loses the other parts. "
-                    "Give that s-op a value where it is None (e.g. Aggregate(..., default=...)), or "
-                    "combine selects that share keys and queries",
-                )
 
     def check_numbers_alike(self, v: SSAValue, vals: Sequence[Value], first: np.ndarray, role: str,
                             readers: list[R.SelectOp], root: R.RaspOp) -> None:
@@ -242,28 +222,25 @@ class ProductBuilder:
         memo_key = tuple(a.value for a in axes)
         if memo_key in self.packs:
             return self.packs[memo_key]
-        acc = axes[0].value
-        for i, ax in enumerate(axes[1:], start=1):
-            first = axes[0]
-            entries: list[tuple[tuple[Any, ...], Any]] = []
-            if i == 1:
-                for x, gx in zip(first.values, first.to_grid):
-                    for y, gy in zip(ax.values, ax.to_grid):
-                        if gx >= 0 and gy >= 0:
-                            entries.append(((x, y), (first.grid[gx], ax.grid[gy])))
-            else:
-                for t in R.sop_type(acc).non_none_values:
-                    for y, gy in zip(ax.values, ax.to_grid):
-                        if gy >= 0:
-                            entries.append(((t, y), (*t, ax.grid[gy])))
-            label = f"{root.label_str}.{role}{i}"
-            op = R.SequenceMapOp(acc, ax.value, R.CATEGORICAL, R.TableAttr.of(entries), label, root.src_str)
-            op.res.name_hint = ssa_name(label)
-            rewriter.insert(op)
-            infer_op(op, self.spec)
-            acc = op.res
-        self.packs[memo_key] = acc
-        return acc
+        parts = []
+        for i, ax in enumerate(axes):
+            part = ax.value
+            if not R.sop_type(part).is_categorical:  # one representative per number, one-hot
+                label = f"{root.label_str}.{role}{i}"
+                table = R.TableAttr.of([((x,), ax.grid[g]) for x, g in zip(ax.values, ax.to_grid)])
+                copy = R.MapOp(part, R.CATEGORICAL, table, label, root.src_str)
+                copy.res.name_hint = ssa_name(label)
+                rewriter.insert(copy)
+                infer_op(copy, self.spec)
+                part = copy.res
+            parts.append(part)
+        label = f"{root.label_str}.{role}"
+        op = R.TupleOp(parts, label, root.src_str)
+        op.res.name_hint = ssa_name(label)
+        rewriter.insert(op)
+        infer_op(op, self.spec)
+        self.packs[memo_key] = op.res
+        return op.res
 
 
 def _unique(values: list[SSAValue]) -> list[SSAValue]:

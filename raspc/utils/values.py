@@ -160,12 +160,17 @@ def format_values(values: Iterable[Value]) -> str:
 
 
 def same_result(expected: Value, got: Value, numerical: bool, tol: float = 1e-4) -> bool:
-    """One model output against the evaluator's, with one meaning everywhere: None only equals None;
+    """One model output against the evaluator's, with one meaning everywhere: None only equals None
+    (numpy scalars count as the bool/int/float they hold);
     a numerical output is a number within `tol` (relative above 1) of the expected one (which may
     be a bool: the mean of one bool); a categorical one must be the same value and type (1, 1.0
     and True differ)."""
     if expected is None or got is None:
         return expected is None and got is None
+    try:  # a Map may return numpy scalars; the model answers with their plain Python value
+        expected, got = normalize(expected), normalize(got)
+    except UnsupportedValue:
+        return False
     if numerical:
         return is_number(got) and is_number(expected) and abs(float(got) - float(expected)) <= tol * max(
             1.0, abs(float(expected)))

@@ -1,7 +1,7 @@
 // RUN: raspc-opt %s --split-input-file -p product-selectors | filecheck %s
 
 // before (indices) or same (tokens): no head scores an `or` of different keys, so it becomes one
-// select over (index, token) tuples, packed by a sequence_map; its relation is the `or` on every
+// select over (index, token) tuples, packed by a rasp.tuple; its relation is the `or` on every
 // pair of tuples. Keys and queries pack the same s-ops, so they share one pack.
 builtin.module {
   rasp.program<vocab = ["a", "b"], bos = "BOS", pad = "PAD", max_seq_len = 2, causal = false> {
@@ -16,16 +16,16 @@ builtin.module {
 }
 
 // CHECK-NOT:  rasp.selector_or
-// CHECK:      %either.keys1 = rasp.sequence_map %indices, %tokens {label = "either.keys1", fn = #rasp.table<{0, "a" -> (0, "a"), 0, "b" -> (0, "b"), 1, "a" -> (1, "a"), 1, "b" -> (1, "b")}>, src = "prog.py:4"}
+// CHECK:      %either.keys = rasp.tuple %indices, %tokens {label = "either.keys", src = "prog.py:4"}
 // CHECK-SAME: -> !rasp.sop<categorical, [(0, "a"), (0, "b"), (1, "a"), (1, "b")]>
-// CHECK-NEXT: %either = rasp.select %either.keys1, %either.keys1 {label = "either", predicate = #rasp.relation<keys = [(0, "a"), (0, "b"), (1, "a"), (1, "b")], queries = [(0, "a"), (0, "b"), (1, "a"), (1, "b")], rows = ["1010", "0101", "1110", "1101"]>, src = "prog.py:4"}
+// CHECK-NEXT: %either = rasp.select %either.keys, %either.keys {label = "either", predicate = #rasp.relation<keys = [(0, "a"), (0, "b"), (1, "a"), (1, "b")], queries = [(0, "a"), (0, "b"), (1, "a"), (1, "b")], rows = ["1010", "0101", "1110", "1101"]>, src = "prog.py:4"}
 // CHECK-NEXT: %width = rasp.selector_width %either {label = "width"} : !rasp.sop<categorical, [1, 2]>
 // CHECK-NOT:  rasp.selector_or
 
 // -----
 
-// Three key s-ops pack into flat triples: ((i, t), b) -> (i, t, b). A None that only makes a
-// comparison raise packs too (the tuple is None there, where the input is outside the domain).
+// Three key s-ops pack into one rasp.tuple of triples; a part that can be None keeps its None
+// as a value of the tuple ((0, 0, none)), so a select on that None still sees it.
 builtin.module {
   rasp.program<vocab = [0, 1], bos = "BOS", pad = "PAD", max_seq_len = 2, causal = false> {
     %tokens = rasp.tokens {label = "tokens"} : !rasp.sop<categorical>
@@ -43,8 +43,7 @@ builtin.module {
   }
 }
 
-// CHECK:      %any3b.keys1 = rasp.sequence_map %indices, %tokens
-// CHECK-NEXT: %any3b.keys2 = rasp.sequence_map %any3b.keys1, %maybe {label = "any3b.keys2", fn = #rasp.table<{(0, 0), 0 -> (0, 0, 0), (0, 0), 1 -> (0, 0, 1),
-// CHECK-SAME: -> !rasp.sop<categorical, [none, (0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1)]>
-// CHECK-NEXT: %any3b = rasp.select %any3b.keys2, %any3b.keys2 {label = "any3b", predicate = #rasp.relation<keys = [(0, 0, 0), (0, 0, 1),
+// CHECK:      %any3b.keys = rasp.tuple %indices, %tokens, %maybe {label = "any3b.keys", src = "prog.py:9"}
+// CHECK-SAME: -> !rasp.sop<categorical, [(0, 0, none), (0, 0, 0), (0, 0, 1), (0, 1, none), (0, 1, 0), (0, 1, 1), (1, 0, none), (1, 0, 0), (1, 0, 1), (1, 1, none), (1, 1, 0), (1, 1, 1)]>
+// CHECK-NEXT: %any3b = rasp.select %any3b.keys, %any3b.keys {label = "any3b", predicate = #rasp.relation<keys = [(0, 0, none), (0, 0, 0),
 // CHECK-NEXT: %mean = rasp.aggregate %any3b, %tokens
