@@ -265,3 +265,44 @@ def test_examples_run(script: str, tmp_path: Path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
+
+
+# --------------------------------------------------------------------------- IR files alone
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_hand_written_rasp_file_without_value_sets_compiles_to_onnx(tmp_path: Path):
+    """examples/reverse.mlir has no value sets in its types: raspc-opt runs the default pipeline
+    (infer-value-sets first) and exports an ONNX model that answers like the program."""
+    from raspc.compiler import DEFAULT_PIPELINE
+
+    out = tmp_path / "reverse.onnx"
+    ok(raspc_opt(EXAMPLES / "reverse.mlir", "-p", f'{DEFAULT_PIPELINE},export-onnx{{output="{out}"}}',
+                 "--verify-each=exhaustive"))
+    assert ok(raspc("run", out, "a", "b", "b")).strip() == "['b', 'b', 'a']"
+    ok(raspc("compile", EXAMPLES / "reverse.mlir", "-o", tmp_path / "r2.onnx"))
+    assert (tmp_path / "r2.onnx").read_bytes() == out.read_bytes()
+
+
+def test_verify_each_names_a_pass_that_changes_the_answers(tmp_path: Path):
+    plugin = tmp_path / "bad_pass.py"
+    plugin.write_text(
+        "from dataclasses import dataclass\n"
+        "from xdsl.passes import ModulePass\n"
+        "import raspc\n"
+        "from raspc.dialects import rasp as R\n"
+        "@raspc.register_pass\n"
+        "@dataclass(frozen=True)\n"
+        "class SwapTable(ModulePass):\n"
+        "    name = 'swap-table'\n"
+        "    def apply(self, ctx, op):\n"
+        "        for o in op.walk():\n"
+        "            if isinstance(o, R.SequenceMapOp):\n"
+        "                (a, x), (b, y), *rest = o.fn.data\n"
+        "                o.properties['fn'] = R.TableAttr.of([(a, y), (b, x), *rest])\n"
+    )
+    r = raspc_opt(EXAMPLES / "reverse.mlir", "-p", "infer-value-sets,swap-table", "--load-pass-plugin", plugin,
+                  "--verify-each")
+    line = one_line_error(r, prefix="raspc-opt: error:")
+    assert "after pass 'swap-table'" in line and "on input [" in line
