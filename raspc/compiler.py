@@ -9,6 +9,7 @@ pass that the module still computes what its input did.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any, Callable, Sequence
 
@@ -125,11 +126,18 @@ def _locate_verify_error(module: ModuleOp, text: str) -> str | None:
 
 def build_pipeline(spec: str) -> tuple[ModulePass, ...]:
     """The passes of a pipeline string; a PipelineError names an unknown pass or bad syntax."""
-    from xdsl.utils.arg_spec import ArgSpecParseError
-
-    passes = available_passes()
     if not spec.strip():
         return ()
+    return _parse_pipeline(spec, tuple(_USER_PASSES.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_pipeline(spec: str, user_passes: tuple) -> tuple[ModulePass, ...]:
+    """Parsed once per spec (passes are frozen dataclasses); a newly registered pass invalidates it."""
+    from xdsl.utils.arg_spec import ArgSpecParseError
+
+    del user_passes  # part of the cache key only
+    passes = available_passes()
     try:
         return PassPipeline.parse_spec(passes, spec).passes
     except (Exception, ArgSpecParseError) as exc:  # ArgSpecParseError (bad syntax) is a BaseException
@@ -215,12 +223,14 @@ def compile_program(
 
     def record(p: ModulePass, mod: ModuleOp) -> None:
         level = level_of(mod)
-        if level != "rasp":  # clones share their attributes (the weights), so they are cheap
+        if level == "craft":  # clones share their attributes (the weights), so they are cheap
             snapshots[level] = mod.clone()
         if on_pass is not None:
             on_pass(p, mod)
 
     module = compile_module(module, pipeline, stop_at=stop_at, verifier=verifier, on_pass=record)
+    if level_of(module) != "rasp":
+        snapshots[level_of(module)] = module  # the final level: the module itself
     return module, snapshots
 
 

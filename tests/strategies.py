@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
 from raspc import rasp
 
 try:  # hypothesis is a dependency of raspc, but the fuzz script must not need it to import
@@ -60,11 +62,17 @@ CAT, NUM = "categorical", "numerical"
 
 INT_VOCABS = ([0, 1, 2, 3], [1, 2, 3, 4], [-1, 0, 1, 5])
 STR_VOCABS = (["a", "b", "c", "d"], ["x", "y", "z", "w"])
+FLOAT_VOCABS = ([0.1, 0.2, 0.7, 1.0], [0.5, 1.5, -2.0], [0, 0.5, 1, 2.5])  # the last mixes ints and floats
 INT_POOL = (0, 1, 2, 3, -1)
 STR_POOL = ("x", "y", "z")
 BOOL_POOL = (False, True)
+MIXED_POOL = (True, 1, 1.0, 0, False, 2.5)  # 1, 1.0 and True are three different values
+FLOAT_POOL = (0.5, 0.1, -1.5, 0.2, 1e9)
 NUM_POOL = (0, 1, -1, 2, 0.5, -2, 3)
+EXTRA_NUM_POOL = (1e9, -1e6, 0.1, 0.2, True, False)  # large, inexact and boolean numbers (drawn rarely)
 FACTORS = (1, -1, 2, 0.5, 0, -0.5, 3)
+MEAN_FACTORS = (3, -1, 1, 2, 0.5, -0.5)
+NUM_DEFAULTS = ((0, 8), (1, 1), (-1, 1), (0.5, 1), (None, 1), (1e9, 1), (-1e6, 1))
 COMPARISONS = tuple(rasp.Comparison)  # EQ first: shrinks to the simplest
 EQUALITY_COMPARISONS = (rasp.Comparison.EQ, rasp.Comparison.NEQ, rasp.Comparison.TRUE, rasp.Comparison.FALSE)
 
@@ -107,20 +115,142 @@ class Table2:
         return f"Table2({_fmt_mapping(self.mapping)}, default={self.default!r})"
 
 
-class Pred:
-    """A Select predicate: true exactly on the listed (key, query) pairs; raises on None like Comparison."""
+class Partial:
+    """f(x) = mapping[x]; raises KeyError on every other input (None included): a function defined on
+    some of its input values only."""
 
-    def __init__(self, pairs: Sequence[tuple[Any, Any]]):
+    def __init__(self, mapping: dict):
+        self.mapping = dict(mapping)
+
+    def __call__(self, x: Any) -> Any:
+        return self.mapping[x]
+
+    def __repr__(self) -> str:
+        return f"Partial({_fmt_mapping(self.mapping)})"
+
+
+class FloorDiv:
+    """c // (x - y): raises ZeroDivisionError where x == y (`12 // (n - i)`)."""
+
+    def __init__(self, c: int):
+        self.c = c
+
+    def __call__(self, x: Any, y: Any) -> Any:
+        return self.c // (x - y)
+
+    def __repr__(self) -> str:
+        return f"FloorDiv({self.c!r})"
+
+
+class Str:
+    """str(x) (tells 1, 1.0 and True apart)."""
+
+    def __call__(self, x: Any) -> str:
+        return str(x)
+
+    def __repr__(self) -> str:
+        return "Str()"
+
+
+class TypeName:
+    """type(x).__name__ (tells 1, 1.0 and True apart)."""
+
+    def __call__(self, x: Any) -> str:
+        return type(x).__name__
+
+    def __repr__(self) -> str:
+        return "TypeName()"
+
+
+class Np:
+    """f's result as a numpy scalar (np.bool_ / np.int64 / np.float64), as Maps written with numpy
+    return; other results pass through."""
+
+    def __init__(self, f: Callable[..., Any]):
+        self.f = f
+
+    def __call__(self, *args: Any) -> Any:
+        v = self.f(*args)
+        if isinstance(v, bool):
+            return np.bool_(v)
+        if isinstance(v, int):
+            return np.int64(v)
+        if isinstance(v, float):
+            return np.float64(v)
+        return v
+
+    def __repr__(self) -> str:
+        return f"Np({self.f!r})"
+
+
+class Pred:
+    """A Select predicate: true exactly on the listed (key, query) pairs. It raises on None like
+    Comparison, unless `none_ok` (then None is a value like any other, and pairs may hold it)."""
+
+    def __init__(self, pairs: Sequence[tuple[Any, Any]], none_ok: bool = False):
         self.pairs = tuple(pairs)
+        self.none_ok = none_ok
         self._set = frozenset(self.pairs)
 
     def __call__(self, key: Any, query: Any) -> bool:
-        if key is None or query is None:
+        if not self.none_ok and (key is None or query is None):
             raise ValueError("Pred: key or query is None")
         return (key, query) in self._set
 
     def __repr__(self) -> str:
-        return f"Pred({list(self.pairs)!r})"
+        return f"Pred({list(self.pairs)!r}" + (", none_ok=True)" if self.none_ok else ")")
+
+
+_PLAIN = {  # the comparisons as plain Python (no None check)
+    "EQ": lambda k, q: k == q, "NEQ": lambda k, q: k != q, "LT": lambda k, q: k < q, "LEQ": lambda k, q: k <= q,
+    "GT": lambda k, q: k > q, "GEQ": lambda k, q: k >= q, "TRUE": lambda k, q: True, "FALSE": lambda k, q: False,
+}
+
+
+class Raw:
+    """A comparison as a plain Python predicate, called on None too: `Raw('NEQ')` is
+    `lambda k, q: k != q` (None != 'a'); the ordering ones raise on None (outside the domain)."""
+
+    def __init__(self, cmp: str):
+        self.cmp = cmp
+
+    def __call__(self, key: Any, query: Any) -> bool:
+        return _PLAIN[self.cmp](key, query)
+
+    def __repr__(self) -> str:
+        return f"Raw({self.cmp!r})"
+
+
+class NoneAware:
+    """A predicate that accepts None: `query_none` where the query is None, else `key_none` where the
+    key is None, else the comparison. `NoneAware('EQ', query_none=True)` is
+    `lambda k, q: q is None or k == q`."""
+
+    def __init__(self, cmp: str, key_none: bool = False, query_none: bool = False):
+        self.cmp, self.key_none, self.query_none = cmp, key_none, query_none
+
+    def __call__(self, key: Any, query: Any) -> bool:
+        if query is None:
+            return self.query_none
+        if key is None:
+            return self.key_none
+        return _PLAIN[self.cmp](key, query)
+
+    def __repr__(self) -> str:
+        return f"NoneAware({self.cmp!r}, key_none={self.key_none!r}, query_none={self.query_none!r})"
+
+
+class Shift:
+    """k == q - d: Select(indices, indices, Shift(1)) selects the previous position (none at 0)."""
+
+    def __init__(self, d: int):
+        self.d = d
+
+    def __call__(self, key: Any, query: Any) -> bool:
+        return key == query - self.d
+
+    def __repr__(self) -> str:
+        return f"Shift({self.d!r})"
 
 
 class Above:
@@ -157,6 +287,11 @@ class Pair:
 
     def __repr__(self) -> str:
         return "Pair()"
+
+
+# The names a printed program uses (GeneratedProgram.script imports them from this module).
+CALLABLES: dict[str, Any] = {c.__name__: c for c in (
+    Table, Table2, Partial, FloorDiv, Str, TypeName, Np, Pred, Raw, NoneAware, Shift, Above, Affine, Pair)}
 
 
 # --------------------------------------------------------------------------- choosers
@@ -220,6 +355,8 @@ class Node:
     maybe_none: bool = False
     depth: int = 0
     reads_tokens: bool = False
+    tags: frozenset = frozenset()  # generator features this node exercises (see features())
+    sel_height: int = 0  # selectors: 1 for a Select, 1 + the highest operand for and/or/not
 
 
 _LEAF_NAMES = {"rasp.tokens", "rasp.indices", "rasp.length"}
@@ -275,14 +412,20 @@ class GeneratedProgram:
         return "\n".join(lines)
 
     def script(self) -> str:
-        """An executable reproducer (run from the repository root)."""
+        """An executable reproducer (run from the repository root): compiles the program and
+        compares the model with the evaluator on a few inputs."""
         return "\n".join([
             "import sys; sys.path.insert(0, 'tests')",
             "from raspc import rasp, compile_rasp_to_model",
-            "from strategies import Table, Table2, Pred, Above, Affine, Pair",
+            SCRIPT_IMPORT,
             self.source(),
             f"model = compile_rasp_to_model(program, {self.vocab!r}, {self.max_seq_len}, causal={self.causal})",
+            f"for xs in {[list(x) for x in self.example_inputs()]!r}:",
+            "    print(xs, rasp.evaluate(program, xs), model.apply(['BOS', *xs]).decoded[1:])",
         ])
+
+    def example_inputs(self) -> list[list]:
+        return random_inputs(self, random.Random(0), 4)
 
     def with_root(self, name: str) -> "GeneratedProgram":
         """The sub-program computing s-op `name` (same vocabulary and settings)."""
@@ -302,6 +445,42 @@ class GeneratedProgram:
         consts = tuple(sorted({len(e.value) for e in _sub_exprs(program) if isinstance(e, rasp.ConstantSOp)}))
         return cls(program, list(vocab), max_seq_len, causal, "p1", {"p1": node}, consts)
 
+    @classmethod
+    def from_source(cls, text: str, vocab: Sequence[Any], max_seq_len: int, causal: bool = False) -> "GeneratedProgram":
+        """Re-builds a program from `source()`'s text (`name = code` lines, then `program = name`):
+        what the fuzz script's shrinker edits."""
+        env: dict[str, Any] = {"rasp": rasp, "np": np, **CALLABLES}
+        nodes = {n: Node(n, env_expr, n, (), False, CAT, (), False, 0, n != "rasp.indices")
+                 for n, env_expr in (("rasp.tokens", rasp.tokens), ("rasp.indices", rasp.indices),
+                                     ("rasp.length", rasp.length))}
+        root = None
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, _, code = line.partition(" = ")
+            if name == "program":
+                root = code.strip()
+                continue
+            expr = eval(code, env)  # noqa: S307 - our own text
+            env[name] = expr
+            refs = [m for m in re.findall(r"\b[a-z]+\d+\b", code) if m in nodes]
+            refs += [leaf for leaf in _LEAF_NAMES if leaf in code]
+            kids = tuple(dict.fromkeys(refs))
+            is_sel = isinstance(expr, rasp.Selector)
+            enc = CAT if is_sel or rasp.is_categorical(expr) else NUM
+            depth = 1 + max((nodes[k].depth for k in kids), default=-1)
+            reads = any(nodes[k].reads_tokens for k in kids)
+            nodes[name] = Node(name, expr, code, kids, is_sel, enc, None, False, depth, reads)
+        if root is None:
+            raise ValueError("no 'program = ...' line")
+        if root not in nodes:  # program = rasp.tokens (or another expression)
+            nodes["p0"] = Node("p0", eval(root, env), root, (), False, CAT)  # noqa: S307
+            root = "p0"
+        expr = nodes[root].expr
+        consts = tuple(sorted({len(e.value) for e in _sub_exprs(expr) if isinstance(e, rasp.ConstantSOp)}))
+        return cls(expr, list(vocab), max_seq_len, causal, root, nodes, consts)
+
     def __repr__(self) -> str:
         return self.source()
 
@@ -309,19 +488,47 @@ class GeneratedProgram:
         p.text(self.source())
 
 
+SCRIPT_IMPORT = "from strategies import " + ", ".join(CALLABLES)
+
+
 # --------------------------------------------------------------------------- value-set helpers
 
 
+def _key(v: Any) -> Any:
+    """A value's identity (1, 1.0 and True differ; numpy scalars count as the Python value they hold)."""
+    from raspc.utils.values import UnsupportedValue, identity, normalize
+
+    try:
+        return identity(normalize(v))
+    except (UnsupportedValue, TypeError):
+        return ("?", repr(v))
+
+
 def _dedup(values) -> tuple:
+    """The distinct non-None values, by identity, as plain Python values."""
+    from raspc.utils.values import UnsupportedValue, normalize
+
     seen: dict[Any, Any] = {}
     for v in values:
         if v is not None:
-            seen.setdefault(v, v)
+            try:
+                v = normalize(v)
+            except UnsupportedValue:
+                pass
+            seen.setdefault(_key(v), v)
     return tuple(seen.values())
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.number, np.bool_))  # bools are ints
+
+
 def _all_numbers(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, (int, float)) for v in values)  # bools are ints
+    return all(_is_num(v) for v in values)
+
+
+def _all_ints(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
 
 
 def _comparable(a: Sequence[Any], b: Sequence[Any]) -> bool:
@@ -329,8 +536,12 @@ def _comparable(a: Sequence[Any], b: Sequence[Any]) -> bool:
     return _all_numbers(both) or all(isinstance(v, str) for v in both)
 
 
+def _number_types(values: Sequence[Any]) -> set[str]:
+    return {type(v).__name__ for v in values if isinstance(v, (bool, int, float))}
+
+
 def _possible_means(values: Sequence[Any], max_width: int, bound: int) -> Optional[tuple]:
-    fracs = sorted({Fraction(v) for v in values})
+    fracs = sorted({Fraction(float(v)) if isinstance(v, float) else Fraction(int(v)) for v in values})
     sums = {Fraction(0)}
     means: set[Fraction] = set()
     for n in range(1, max_width + 1):
@@ -341,14 +552,32 @@ def _possible_means(values: Sequence[Any], max_width: int, bound: int) -> Option
     return tuple(float(m) if m.denominator != 1 else int(m) for m in sorted(means))
 
 
+def _equal_means(values: Sequence[Any], max_width: int) -> list:
+    """What a categorical mean of k >= 2 equal numbers gives (the evaluator's sum / k: 1 -> 1.0, and
+    0.1 * 3 / 3 is not 0.1)."""
+    out = []
+    for v in values:
+        if isinstance(v, (bool, int, float)):
+            out += [sum([v] * k) / k for k in range(2, max_width + 1)]
+    return out
+
+
+def _apply(f: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    try:
+        return True, f(*args)
+    except Exception:  # noqa: BLE001 - outside the function's domain
+        return False, None
+
+
 # --------------------------------------------------------------------------- the generator
 
 
 class _Generator:
-    def __init__(self, c: Chooser, max_depth: int, max_seq_len: int = 6):
+    def __init__(self, c: Chooser, max_depth: int, max_seq_len: int = 6, min_seq_len: int = 2):
         self.c = c
         self.max_depth = max(1, max_depth)
         self.max_len_bound = max(2, max_seq_len)
+        self.min_len_bound = max(1, min(min_seq_len, self.max_len_bound))
         self.nodes: dict[str, Node] = {}
         self.order: list[str] = []
         self.counter = 0
@@ -357,17 +586,38 @@ class _Generator:
 
     # -- bookkeeping -----------------------------------------------------------
     def add(self, prefix: str, expr: rasp.RASPExpr, code: str, children: Sequence[str], *, selector: bool = False,
-            enc: str = CAT, values: Optional[Sequence[Any]] = (), maybe_none: bool = False) -> str:
+            enc: str = CAT, values: Optional[Sequence[Any]] = (), maybe_none: bool = False,
+            tags: Sequence[str] = ()) -> str:
         self.counter += 1
         name = f"{prefix}{self.counter}"
         kids = tuple(children)
         depth = 1 + max((self.nodes[k].depth for k in kids), default=-1)
+        if selector and kids and all(self.nodes[k].is_selector for k in kids):
+            depth -= 1  # and/or/not: a selector tree is one level of the program, however tall
         reads = any(self.nodes[k].reads_tokens for k in kids)
         if values is not None:
             values = _dedup(values)
             if len(values) > MAX_TRACKED_VALUES:
                 values = None
-        self.nodes[name] = Node(name, expr, code, kids, selector, enc, values, maybe_none, depth, reads)
+        tagset = set(tags)
+        kid_nodes = [self.nodes[k] for k in kids]
+        height = 0
+        if selector:
+            sel_kids = [k for k in kid_nodes if k.is_selector]
+            height = 1 + max((k.sel_height for k in sel_kids), default=0)
+            if not sel_kids and any(k.maybe_none for k in kid_nodes):
+                tagset.add("select over maybe-None")
+            if any("select over maybe-None" in k.tags or "selector tree over maybe-None" in k.tags
+                   for k in sel_kids):
+                tagset.add("selector tree over maybe-None")
+            if height >= 3:
+                tagset.add("selector tree height>=3")
+            if not sel_kids and any(self.is_mean(k.name) for k in kid_nodes):
+                tagset.add("mean -> select")
+        elif isinstance(expr, (rasp.Map, rasp.SequenceMap)) and any(self.is_mean(k.name) for k in kid_nodes):
+            tagset.add("mean -> linear_sequence_map" if isinstance(expr, rasp.LinearSequenceMap) else "mean -> map")
+        self.nodes[name] = Node(name, expr, code, kids, selector, enc, values, maybe_none, depth, reads,
+                                frozenset(tagset), height)
         self.name_of[id(expr)] = name
         self.order.append(name)
         return name
@@ -378,6 +628,10 @@ class _Generator:
     def expr(self, name: str) -> Any:
         return self.nodes[name].expr
 
+    def is_mean(self, name: str) -> bool:
+        e = self.nodes[name].expr
+        return isinstance(e, rasp.Aggregate) and rasp.is_numerical(e)
+
     def finite(self, name: str, limit: int = MAX_TABLE_INPUTS) -> bool:
         vals = self.nodes[name].values
         return vals is not None and 0 < len(vals) <= limit
@@ -385,12 +639,12 @@ class _Generator:
     # -- setup -----------------------------------------------------------------
     def setup(self) -> None:
         c = self.c
-        kind = c.weighted([("str", 5), ("int", 5)])
-        pool = STR_VOCABS if kind == "str" else INT_VOCABS
+        kind = c.weighted([("str", 4), ("int", 4), ("float", 2)])
+        pool = {"str": STR_VOCABS, "int": INT_VOCABS, "float": FLOAT_VOCABS}[kind]
         base = c.choice(pool)
-        n = c.integer(2, 4)
+        n = c.integer(2, len(base))
         self.vocab = list(base[:n])
-        self.max_seq_len = c.integer(2, self.max_len_bound)
+        self.max_seq_len = c.integer(self.min_len_bound, self.max_len_bound)
         self.causal = c.chance(15)
         L = self.max_seq_len
         self.nodes["rasp.tokens"] = Node("rasp.tokens", rasp.tokens, "rasp.tokens", (), False, CAT,
@@ -404,12 +658,23 @@ class _Generator:
 
     # -- pools ---------------------------------------------------------------
     def cat_pool(self) -> tuple:
-        return self.c.weighted([(INT_POOL, 4), (STR_POOL, 3), (BOOL_POOL, 2), (INT_POOL[:3] + STR_POOL[:2], 1)])
+        return self.c.weighted([(INT_POOL, 4), (STR_POOL, 3), (BOOL_POOL, 2), (MIXED_POOL, 2), (FLOAT_POOL, 1),
+                                (INT_POOL[:3] + STR_POOL[:2], 1)])
 
     def cat_value(self, pool: Sequence[Any], none_percent: int) -> Any:
         if self.c.chance(none_percent):
             return None
         return self.c.choice(pool)
+
+    def num_value(self) -> Any:
+        return self.c.choice(EXTRA_NUM_POOL) if self.c.chance(6) else self.c.choice(NUM_POOL)
+
+    def maybe_np(self, f: Any, tags: list[str]) -> Any:
+        """Sometimes the function returns numpy scalars instead."""
+        if self.c.chance(10):
+            tags.append("numpy scalars")
+            return Np(f)
+        return f
 
     # -- s-ops ------------------------------------------------------------------
     def reuse(self, depth: int, enc: Optional[str]) -> Optional[str]:
@@ -432,16 +697,26 @@ class _Generator:
         self.budget -= 1
         if enc == CAT:
             kinds = [(self.map_cat, 5), (self.map_num_to_cat, 2), (self.sequence_map, 4), (self.aggregate_cat, 4),
-                     (self.selector_width, 2), (self.linear_sequence_map_cat, 1)]
+                     (self.selector_width, 2), (self.linear_sequence_map_cat, 1), (self.shifted, 2)]
         else:
             kinds = [(self.map_cat_to_num, 4), (self.map_num_to_num, 2), (self.sequence_map, 2),
-                     (self.linear_sequence_map, 3), (self.aggregate_num, 4), (self.selector_width, 1)]
+                     (self.linear_sequence_map, 3), (self.aggregate_num, 4), (self.selector_width, 1),
+                     (self.linear_sequence_map_of_means, 2)]
         for _ in range(4):
             make = self.c.weighted(kinds)
             out = make(depth, enc)
             if out is not None:
                 return out
         return self.leaf(enc, depth)
+
+    def num_operand(self, depth: int) -> str:
+        """A numerical s-op for a map, comparison or select: often a mean."""
+        if depth >= 2 and self.budget > 0 and self.c.chance(30):
+            self.budget -= 1
+            out = self.aggregate_num(depth, NUM)
+            if out is not None:
+                return out
+        return self.sop(depth, NUM)
 
     def child_depth(self, depth: int) -> int:
         """The first child has depth-1 (so the tree reaches `depth`); others may be shallower."""
@@ -469,12 +744,12 @@ class _Generator:
             return self.add("n", rasp.numerical(rasp.indices), "rasp.numerical(rasp.indices)", [],
                             enc=NUM, values=range(L))
         if kind == "full":
-            fill = c.choice(NUM_POOL)
+            fill = self.num_value()
             return self.add("n", rasp.numerical(rasp.Full(fill)), f"rasp.numerical(rasp.Full({fill!r}))", [],
                             enc=NUM, values=[fill])
         if kind == "constant":
             n = c.integer(1, L)
-            vals = [c.choice(NUM_POOL) for _ in range(n)]
+            vals = [self.num_value() for _ in range(n)]
             self.constant_lengths.add(n)
             return self.add("n", rasp.numerical(rasp.ConstantSOp(vals)), f"rasp.numerical(rasp.ConstantSOp({vals!r}))",
                             [], enc=NUM, values=vals)
@@ -487,7 +762,17 @@ class _Generator:
         default = self.cat_value(pool, 30)
         return Table(mapping, default)
 
-    def _map(self, prefix: str, f: Any, inner: str, enc: str, wrap_num: bool) -> str:
+    def partial_over(self, name: str, pool: Sequence[Any], tags: list[str]) -> Optional[Partial]:
+        """A function defined on some of the input's values: raises (KeyError) on the others."""
+        vals = list(self.node(name).values or ())[:MAX_TABLE_INPUTS]
+        if not vals:
+            return None
+        kept = [v for v in vals if self.c.chance(70)] or vals[:1]
+        if len(kept) < len(vals):
+            tags.append("function raises on some inputs")
+        return Partial({v: self.c.choice(pool) for v in kept})
+
+    def _map(self, prefix: str, f: Any, inner: str, enc: str, wrap_num: bool, tags: Sequence[str] = ()) -> str:
         simplify = not self.c.chance(25)
         args = f"{f!r}, {inner}" + ("" if simplify else ", simplify=False")
         expr = rasp.Map(f, self.expr(inner), simplify=simplify)
@@ -501,39 +786,66 @@ class _Generator:
         src = self.node(self.name_of[id(expr.inner)])
         outs: Optional[list] = None
         maybe_none = src.maybe_none
+        tagset = list(tags)
+        if self.node(inner).maybe_none:
+            tagset.append("map over maybe-None")
         if src.values is not None:
             outs = []
             for v in src.values:
-                try:
-                    o = g(v)
-                except Exception:  # noqa: BLE001 - the compiler will refuse it; keep generating
+                ok, o = _apply(g, v)
+                if not ok:  # the compiler leaves it out of the table; keep generating
                     continue
                 if o is None:
                     maybe_none = True
                 else:
                     outs.append(o)
-        return self.add(prefix, expr, code, [inner], enc=enc, values=outs, maybe_none=maybe_none)
+            if len(_number_types(_dedup(outs))) >= 2:
+                tagset.append("mixed number types")
+        return self.add(prefix, expr, code, [inner], enc=enc, values=outs, maybe_none=maybe_none, tags=tagset)
 
     def map_cat(self, depth: int, enc: str) -> Optional[str]:
         inner = self.sop(self.child_depth(depth), CAT)
         if not self.finite(inner):
             return None
-        f = self.table_over(inner, self.cat_pool(), 10)
-        return self._map("s", f, inner, CAT, wrap_num=False)
+        tags: list[str] = []
+        kind = self.c.weighted([("table", 14), ("partial", 2), ("str", 1), ("type", 1)])
+        f: Any
+        if kind == "str":
+            f = Str()
+            tags.append("str/type of values")
+        elif kind == "type":
+            f = TypeName()
+            tags.append("str/type of values")
+        else:
+            pool = self.cat_pool()
+            f = self.partial_over(inner, pool, tags) if kind == "partial" else None
+            if f is None:
+                f = self.table_over(inner, pool, 10)
+            f = self.maybe_np(f, tags)
+        return self._map("s", f, inner, CAT, wrap_num=False, tags=tags)
 
     def map_num_to_cat(self, depth: int, enc: str) -> Optional[str]:
-        inner = self.sop(self.child_depth(depth), NUM)
+        inner = self.num_operand(self.child_depth(depth))
         vals = self.node(inner).values
-        if vals is None or not vals:
-            return None
-        if len(vals) <= 12 and self.c.chance(40):
-            f: Any = self.table_over(inner, self.cat_pool(), 5)
-        else:
+        tags: list[str] = []
+        kind = self.c.weighted([("above", 6), ("table", 4), ("str", 1), ("type", 1)])
+        f: Any
+        if kind in ("str", "type"):
+            f = Str() if kind == "str" else TypeName()
+            tags.append("str/type of values")
+        elif kind == "table" and vals and len(vals) <= 12:
+            f = self.table_over(inner, self.cat_pool(), 5)
+            f = self.maybe_np(f, tags)
+        elif vals:
             ordered = sorted(vals)
             i = self.c.integer(0, len(ordered) - 1)
             t = ordered[i] if self.c.chance(50) or i + 1 >= len(ordered) else (ordered[i] + ordered[i + 1]) / 2
             f = Above(t)
-        return self._map("s", f, inner, CAT, wrap_num=False)
+        else:
+            f = Above(self.c.choice(NUM_POOL))
+        if self.is_mean(inner) and isinstance(f, Above):
+            tags.append("mean -> comparison")
+        return self._map("s", f, inner, CAT, wrap_num=False, tags=tags)
 
     def map_cat_to_num(self, depth: int, enc: str, inner: Optional[str] = None) -> Optional[str]:
         if inner is None:
@@ -541,19 +853,28 @@ class _Generator:
         if not self.finite(inner):
             return None
         vals = self.node(inner).values or ()
-        f = Table({v: self.c.choice(NUM_POOL) for v in vals}, self.c.choice(NUM_POOL))
-        return self._map("n", f, inner, NUM, wrap_num=True)
+        tags: list[str] = []
+        f: Any
+        if self.c.chance(12):  # a numerical bool (frac_prevs' `numerical(Map(lambda x: x == "x", tokens))`)
+            f = Table({v: self.c.choice(BOOL_POOL) for v in vals}, False)
+        elif self.c.chance(6):
+            f = self.partial_over(inner, NUM_POOL, tags)
+        else:
+            f = Table({v: self.num_value() for v in vals}, self.num_value())
+        return self._map("n", self.maybe_np(f, tags), inner, NUM, wrap_num=True, tags=tags)
 
     def map_num_to_num(self, depth: int, enc: str) -> Optional[str]:
-        inner = self.sop(self.child_depth(depth), NUM)
+        inner = self.num_operand(self.child_depth(depth))
         vals = self.node(inner).values
-        if vals is None or not vals:
-            return None
-        if len(vals) <= 12 and self.c.chance(40):
-            f: Any = Table({v: self.c.choice(NUM_POOL) for v in vals}, 0)
+        tags: list[str] = []
+        f: Any
+        if vals and len(vals) <= 12 and self.c.chance(40):
+            f = Table({v: self.num_value() for v in vals}, 0)
+        elif vals and len(vals) <= 12 and self.c.chance(10):
+            f = self.partial_over(inner, NUM_POOL, tags)
         else:
             f = Affine(self.c.choice(FACTORS), self.c.choice(NUM_POOL))
-        return self._map("n", f, inner, NUM, wrap_num=True)
+        return self._map("n", self.maybe_np(f, tags), inner, NUM, wrap_num=True, tags=tags)
 
     # SequenceMaps -------------------------------------------------------------
     def sequence_map(self, depth: int, enc: str) -> Optional[str]:
@@ -563,34 +884,68 @@ class _Generator:
         va, vb = self.node(a).values, self.node(b).values
         if va is None or vb is None or not va or not vb or len(va) * len(vb) > MAX_TABLE_INPUTS * 2:
             return None
-        if enc == CAT and c.chance(15):
-            f: Any = Pair()
+        tags: list[str] = []
+        f: Any
+        if _all_numbers(va + vb) and c.chance(10):
+            f = FloorDiv(c.choice((12, 7, -6)))
+            if any(x == y for x in va for y in vb):
+                tags.append("function raises on some inputs")
+        elif enc == CAT and c.chance(15):
+            f = Pair()
         elif enc == CAT:
             pool = self.cat_pool()
             f = Table2({(x, y): self.cat_value(pool, 10) for x in va for y in vb}, self.cat_value(pool, 30))
         else:
-            f = Table2({(x, y): c.choice(NUM_POOL) for x in va for y in vb}, c.choice(NUM_POOL))
+            f = Table2({(x, y): self.num_value() for x in va for y in vb}, self.num_value())
+        if not isinstance(f, Pair):
+            f = self.maybe_np(f, tags)
         expr: rasp.SOp = rasp.SequenceMap(f, self.expr(a), self.expr(b))
         code = f"rasp.SequenceMap({f!r}, {a}, {b})"
         if enc == NUM:
             expr, code = rasp.numerical(expr), f"rasp.numerical({code})"
-        outs = [f(x, y) for x in va for y in vb]
+        results = [_apply(f, x, y) for x, y in ([(x, x) for x in va] if a == b else [(x, y) for x in va for y in vb])]
+        outs = [o for ok, o in results if ok]
         maybe_none = self.node(a).maybe_none or self.node(b).maybe_none or any(o is None for o in outs)
-        return self.add("s" if enc == CAT else "n", expr, code, [a, b], enc=enc, values=outs, maybe_none=maybe_none)
+        if len(_number_types(_dedup(outs))) >= 2:
+            tags.append("mixed number types")
+        if self.node(a).maybe_none or self.node(b).maybe_none:
+            tags.append("map over maybe-None")
+        return self.add("s" if enc == CAT else "n", expr, code, [a, b], enc=enc, values=outs, maybe_none=maybe_none,
+                        tags=tags)
 
-    def linear_sequence_map(self, depth: int, enc: str) -> Optional[str]:
-        c = self.c
-        a = self.sop(self.child_depth(depth), NUM)
-        b = a if c.chance(15) else self.sop(self.child_depth(depth), NUM)
-        fa, fb = c.choice(FACTORS), c.choice(FACTORS)
+    def _lsm(self, a: str, b: str, fa: Any, fb: Any, tags: Sequence[str] = ()) -> str:
         expr = rasp.numerical(rasp.LinearSequenceMap(self.expr(a), self.expr(b), fa, fb))
         code = f"rasp.numerical(rasp.LinearSequenceMap({a}, {b}, {fa!r}, {fb!r}))"
         va, vb = self.node(a).values, self.node(b).values
         outs = None
         if va is not None and vb is not None and len(va) * len(vb) <= 4 * MAX_TRACKED_VALUES:
-            outs = [fa * x + fb * y for x in va for y in vb]
+            outs = [fa * x + fb * y for x, y in ([(x, x) for x in va] if a == b else [(x, y) for x in va for y in vb])]
         return self.add("n", expr, code, [a, b], enc=NUM, values=outs,
-                        maybe_none=self.node(a).maybe_none or self.node(b).maybe_none)
+                        maybe_none=self.node(a).maybe_none or self.node(b).maybe_none, tags=tags)
+
+    def linear_sequence_map(self, depth: int, enc: str) -> Optional[str]:
+        c = self.c
+        a = self.num_operand(self.child_depth(depth))
+        b = a if c.chance(15) else self.num_operand(self.child_depth(depth))
+        return self._lsm(a, b, c.choice(FACTORS), c.choice(FACTORS))
+
+    def linear_sequence_map_of_means(self, depth: int, enc: str) -> Optional[str]:
+        """fa * mean(x) + fb * mean(y), often over one selector (frac_prevs-like arithmetic of means)."""
+        c = self.c
+        if depth < 2:
+            return None
+        a = self.aggregate_num(depth - 1, NUM)
+        if a is None:
+            return None
+        if c.chance(20):
+            b = a
+        elif c.chance(60):  # another mean over the same selector
+            sel = self.node(a).children[0]
+            b = self.aggregate_num(depth - 1, NUM, selector=sel) or self.num_operand(self.child_depth(depth))
+        else:
+            b = self.num_operand(self.child_depth(depth))
+        fa, fb = c.choice(MEAN_FACTORS), c.choice(MEAN_FACTORS)
+        return self._lsm(a, b, fa, fb, tags=["linear_sequence_map of means"])
 
     def linear_sequence_map_cat(self, depth: int, enc: str) -> Optional[str]:
         """A categorical LinearSequenceMap (a plain table to the compiler) over numeric categorical s-ops."""
@@ -600,43 +955,82 @@ class _Generator:
         va, vb = self.node(a).values, self.node(b).values
         if va is None or vb is None or not _all_numbers(va + vb) or len(va) * len(vb) > MAX_TABLE_INPUTS * 2:
             return None
-        fa, fb = c.choice(FACTORS[:4]), c.choice(FACTORS[:4])
+        fa, fb = c.choice(FACTORS[:4] + (3,)), c.choice(FACTORS[:4] + (3,))
         expr = rasp.LinearSequenceMap(self.expr(a), self.expr(b), fa, fb)
         code = f"rasp.LinearSequenceMap({a}, {b}, {fa!r}, {fb!r})"
         return self.add("s", expr, code, [a, b], enc=CAT, values=[fa * x + fb * y for x in va for y in vb],
                         maybe_none=self.node(a).maybe_none or self.node(b).maybe_none)
 
     # Selectors ------------------------------------------------------------------
-    def predicate(self, keys: str, queries: str) -> tuple[Any, str]:
+    def predicate(self, keys: str, queries: str) -> tuple[Any, str, list[str]]:
         c = self.c
-        kv, qv = self.node(keys).values or (), self.node(queries).values or ()
+        kn, qn = self.node(keys), self.node(queries)
+        kv, qv = kn.values or (), qn.values or ()
+        options = COMPARISONS if _comparable(kv, qv) else EQUALITY_COMPARISONS
+        if (kn.maybe_none or qn.maybe_none) and c.chance(65):  # a predicate that accepts None
+            kind = c.weighted([("none_aware", 3), ("raw", 2), ("pred", 2)])
+            if kind == "pred" and kv and qv and (len(kv) + 1) * (len(qv) + 1) <= MAX_TABLE_INPUTS * 2:
+                ks = list(kv) + ([None] if kn.maybe_none else [])
+                qs = list(qv) + ([None] if qn.maybe_none else [])
+                p: Any = Pred([(k, q) for q in qs for k in ks if c.chance(40)], none_ok=True)
+            elif kind == "raw":
+                p = Raw(c.choice(options).name if c.chance(30) else c.choice(("EQ", "NEQ")))
+            else:
+                p = NoneAware(c.choice(options).name, key_none=c.chance(50), query_none=c.chance(50))
+            return p, repr(p), ["predicate accepts None"]
         if c.chance(30) and kv and qv and len(kv) * len(qv) <= MAX_TABLE_INPUTS * 2:
             pairs = [(k, q) for q in qv for k in kv if c.chance(40)]
             p = Pred(pairs)
-            return p, repr(p)
-        options = COMPARISONS if _comparable(kv, qv) else EQUALITY_COMPARISONS
+            return p, repr(p), []
+        if _all_ints(kv + qv) and kv and qv and not qn.maybe_none and c.chance(10):
+            p = Shift(c.choice((1, -1, 2)))
+            return p, repr(p), []
         cmp = c.choice(options)
-        return cmp, f"rasp.Comparison.{cmp.name}"
+        return cmp, f"rasp.Comparison.{cmp.name}", []
+
+    def maybe_none_sop(self, depth: int) -> Optional[str]:
+        """An s-op that can be None (reused when one exists, else a shifted aggregate), of depth <= `depth`."""
+        cands = [n for n in self.order if not self.nodes[n].is_selector and self.nodes[n].maybe_none
+                 and self.nodes[n].enc == CAT and self.nodes[n].depth <= depth]
+        if cands and self.c.chance(60):
+            return self.c.choice(cands[::-1])
+        if depth >= 1 and self.budget > 0:
+            self.budget -= 1
+            return self.shifted(depth, CAT)
+        return None
 
     def select(self, depth: int, keys: Optional[str] = None, queries: Optional[str] = None) -> str:
         c = self.c
+        depth = max(depth, 1)
+        if keys is None and queries is None and self.causal and c.chance(30):
+            keys = queries = "rasp.indices"  # ~Select(indices, indices, GT) is LEQ: rewrites before the causal check
+        if keys is None and queries is None and c.chance(30):
+            none_sop = self.maybe_none_sop(self.child_depth(depth))
+            if none_sop is not None:
+                if c.chance(50):
+                    keys = none_sop
+                else:
+                    queries = none_sop
+        if keys is None and queries is None and c.chance(10):
+            keys = self.num_operand(self.child_depth(depth))
         if keys is None:
             keys = self.sop(self.child_depth(depth), None)
         if queries is None:
             queries = keys if c.chance(20) else self.sop(self.child_depth(depth), None)
-        pred, pcode = self.predicate(keys, queries)
+        pred, pcode, tags = self.predicate(keys, queries)
         expr = rasp.Select(self.expr(keys), self.expr(queries), pred)
-        return self.add("sel", expr, f"rasp.Select({keys}, {queries}, {pcode})", [keys, queries], selector=True)
+        return self.add("sel", expr, f"rasp.Select({keys}, {queries}, {pcode})", [keys, queries], selector=True,
+                        tags=tags)
 
     def unique_select(self, depth: int) -> str:
         """Select(indices, q, EQ): every query selects at most one position (depth <= `depth`)."""
         L = self.max_seq_len
         if depth <= 1:
-            q = "rasp.tokens" if all(isinstance(v, int) for v in self.vocab) and self.c.chance(50) else "rasp.indices"
+            q = "rasp.tokens" if _all_ints(self.vocab) and self.c.chance(50) else "rasp.indices"
         else:
             q = self.sop(self.c.integer(0, depth - 2), CAT)
             qv = self.node(q).values or ()
-            if not (qv and all(isinstance(v, int) and not isinstance(v, bool) for v in qv)):
+            if not (qv and _all_ints(qv)):
                 if not self.finite(q):
                     q = "rasp.indices"
                 else:  # map the query onto positions
@@ -655,17 +1049,18 @@ class _Generator:
                 snd = self.selector(depth - 1)
                 return self.combine("and", fst, snd)
             return self.unique_select(depth)
-        if depth <= 1 or self.budget <= 0:
+        if self.budget <= 0 or self.sel_budget <= 0:
             return self.select(depth)
-        kind = c.weighted([("select", 5), ("and", 2), ("or", 2), ("not", 2)])
+        # a combinator's operands stay at this depth: selector trees grow without deepening the program
+        kind = c.weighted([("select", 4), ("and", 2), ("or", 2), ("not", 2)])
         if kind == "select":
             return self.select(depth)
+        self.sel_budget -= 1
+        sub_depth = depth if c.chance(70) or depth <= 1 else depth - 1
         if kind == "not":
-            return self.combine("not", self.selector(depth - 1), None)
-        self.budget -= 1
-        fst = self.selector(depth - 1)
-        fst_node = self.node(fst)
-        fst_expr = fst_node.expr
+            return self.combine("not", self.selector(sub_depth), None)
+        fst = self.selector(sub_depth)
+        fst_expr = self.node(fst).expr
         shared = None
         if isinstance(fst_expr, rasp.Select):
             k, q = self.name_of.get(id(fst_expr.keys)), self.name_of.get(id(fst_expr.queries))
@@ -673,26 +1068,32 @@ class _Generator:
         if shared is not None and c.chance(40):
             # share keys or queries with the first select (the simplifying combinators merge those)
             k, q = shared
-            snd = self.select(depth - 1, keys=k) if c.chance(50) else self.select(depth - 1, queries=q)
+            snd = self.select(sub_depth, keys=k) if c.chance(50) else self.select(sub_depth, queries=q)
         else:
-            snd = self.selector(depth - 1)
+            snd = self.selector(sub_depth)
         return self.combine(kind, fst, snd)
 
     def combine(self, kind: str, fst: str, snd: Optional[str]) -> str:
-        raw = self.c.chance(35)
+        form = self.c.weighted([("function", 4), ("raw", 3), ("operator", 3)])
         a = self.expr(fst)
         if kind == "not":
-            expr = rasp.SelectorNot(a) if raw else rasp.selector_not(a)
-            code = f"rasp.SelectorNot({fst})" if raw else f"rasp.selector_not({fst})"
+            if form == "raw":
+                expr, code = rasp.SelectorNot(a), f"rasp.SelectorNot({fst})"
+            elif form == "operator":
+                expr, code = ~a, f"~{fst}"
+            else:
+                expr, code = rasp.selector_not(a), f"rasp.selector_not({fst})"
             return self.add("sel", expr, code, [fst], selector=True)
         assert snd is not None
         b = self.expr(snd)
-        if kind == "and":
-            expr = rasp.SelectorAnd(a, b) if raw else rasp.selector_and(a, b)
-            code = f"rasp.SelectorAnd({fst}, {snd})" if raw else f"rasp.selector_and({fst}, {snd})"
+        cls, fn, op = ((rasp.SelectorAnd, rasp.selector_and, "&") if kind == "and"
+                       else (rasp.SelectorOr, rasp.selector_or, "|"))
+        if form == "raw":
+            expr, code = cls(a, b), f"rasp.{cls.__name__}({fst}, {snd})"
+        elif form == "operator":
+            expr, code = (a & b if kind == "and" else a | b), f"{fst} {op} {snd}"
         else:
-            expr = rasp.SelectorOr(a, b) if raw else rasp.selector_or(a, b)
-            code = f"rasp.SelectorOr({fst}, {snd})" if raw else f"rasp.selector_or({fst}, {snd})"
+            expr, code = fn(a, b), f"rasp.{fn.__name__}({fst}, {snd})"
         return self.add("sel", expr, code, [fst, snd], selector=True)
 
     # Aggregates / widths -------------------------------------------------------
@@ -700,28 +1101,42 @@ class _Generator:
         c = self.c
         sel = self.selector(self.child_depth(depth), unique=c.chance(70))
         src = self.sop(self.child_depth(depth), CAT)
-        default = None if c.chance(75) else self.cat_value(self.cat_pool(), 0)
+        default = None if c.chance(75) else (1e9 if c.chance(10) else self.cat_value(self.cat_pool(), 0))
         expr = rasp.Aggregate(self.expr(sel), self.expr(src), default=default)
         code = f"rasp.Aggregate({sel}, {src}" + ("" if default is None else f", default={default!r}") + ")"
         if c.chance(15):
             expr, code = rasp.categorical(expr), f"rasp.categorical({code})"
         vals = self.node(src).values
-        outs = None if vals is None else [*vals, default]
-        return self.add("s", expr, code, [sel, src], enc=CAT, values=outs, maybe_none=True)
+        outs = None if vals is None else [*vals, *_equal_means(vals, self.max_seq_len), default]
+        tags = ["large default"] if isinstance(default, float) and abs(default) >= 1e6 else []
+        return self.add("s", expr, code, [sel, src], enc=CAT, values=outs, maybe_none=True, tags=tags)
 
-    def aggregate_num(self, depth: int, enc: str) -> Optional[str]:
+    def shifted(self, depth: int, enc: str) -> Optional[str]:
+        """Aggregate(Select(indices, indices, Shift(d)), x): the value d positions back (None at the edge)."""
+        c = self.c
+        d = c.choice((1, 1, -1, 2))
+        src = self.sop(self.child_depth(depth), CAT) if c.chance(50) else "rasp.tokens"
+        sel = self.add("sel", rasp.Select(rasp.indices, rasp.indices, Shift(d)),
+                       f"rasp.Select(rasp.indices, rasp.indices, Shift({d!r}))", ["rasp.indices", "rasp.indices"],
+                       selector=True)
+        expr = rasp.Aggregate(self.expr(sel), self.expr(src))
+        return self.add("s", expr, f"rasp.Aggregate({sel}, {src})", [sel, src], enc=CAT,
+                        values=self.node(src).values, maybe_none=True, tags=["shifted aggregate"])
+
+    def aggregate_num(self, depth: int, enc: str, selector: Optional[str] = None) -> Optional[str]:
         c = self.c
         src = self.sop(self.child_depth(depth), NUM)
         vals = self.node(src).values
         if vals is None or len(vals) > 12:
             return None
-        sel = self.selector(self.child_depth(depth))
-        default = c.weighted([(0, 8), (1, 1), (-1, 1), (0.5, 1), (None, 1)])
+        sel = selector if selector is not None else self.selector(self.child_depth(depth))
+        default = c.weighted(NUM_DEFAULTS)
         expr = rasp.numerical(rasp.Aggregate(self.expr(sel), self.expr(src), default=default))
         code = f"rasp.numerical(rasp.Aggregate({sel}, {src}, default={default!r}))"
         means = _possible_means(vals, self.max_seq_len, MAX_TRACKED_VALUES)
         outs = None if means is None else [*means, default]
-        return self.add("n", expr, code, [sel, src], enc=NUM, values=outs, maybe_none=default is None)
+        tags = ["large default"] if default is not None and abs(default) >= 1e6 else []
+        return self.add("n", expr, code, [sel, src], enc=NUM, values=outs, maybe_none=default is None, tags=tags)
 
     def selector_width(self, depth: int, enc: str) -> Optional[str]:
         sel = self.selector(depth - 1)
@@ -741,12 +1156,7 @@ class _Generator:
         if node.enc == NUM:
             tok = self.map_cat_to_num(1, NUM, inner="rasp.tokens")
             assert tok is not None
-            fa, fb = self.c.choice(FACTORS[:4]), self.c.choice(FACTORS[:4])
-            expr = rasp.numerical(rasp.LinearSequenceMap(self.expr(root), self.expr(tok), fa, fb))
-            code = f"rasp.numerical(rasp.LinearSequenceMap({root}, {tok}, {fa!r}, {fb!r}))"
-            va, vt = node.values, self.node(tok).values
-            outs = None if va is None or vt is None else [fa * x + fb * y for x in va for y in vt]
-            return self.add("n", expr, code, [root, tok], enc=NUM, values=outs, maybe_none=node.maybe_none)
+            return self._lsm(root, tok, self.c.choice(FACTORS[:4]), self.c.choice(FACTORS[:4]))
         f = Pair()
         expr = rasp.SequenceMap(f, self.expr(root), rasp.tokens)
         vals = node.values
@@ -758,6 +1168,7 @@ class _Generator:
         self.setup()
         depth = self.c.integer(1, self.max_depth)
         self.budget = self.c.integer(depth, depth + 8)
+        self.sel_budget = self.c.integer(1, 6)
         enc = self.c.weighted([(CAT, 3), (NUM, 2)])
         root = self.sop(depth, enc)
         for _ in range(2):  # a program must read its input: try again, then make it read tokens
@@ -769,19 +1180,28 @@ class _Generator:
         return gp.with_root(root)
 
 
-def generate_program(rng: random.Random | Chooser, max_depth: int = 6, max_seq_len: int = 6) -> GeneratedProgram:
+def _seq_len_range(max_seq_len: int | tuple[int, int], min_seq_len: Optional[int]) -> tuple[int, int]:
+    if isinstance(max_seq_len, tuple):
+        return max_seq_len[0], max_seq_len[1]
+    return (2 if min_seq_len is None else min_seq_len), max_seq_len
+
+
+def generate_program(rng: random.Random | Chooser, max_depth: int = 6, max_seq_len: int | tuple[int, int] = 6,
+                     min_seq_len: Optional[int] = None) -> GeneratedProgram:
     """A random program from a seeded `random.Random` (or any Chooser); max_seq_len is drawn from
-    2..`max_seq_len`."""
+    `min_seq_len` (default 2)..`max_seq_len` (or from a (lo, hi) range)."""
     chooser = rng if isinstance(rng, Chooser) else RandomChooser(rng)
-    return _Generator(chooser, max_depth, max_seq_len).generate()
+    lo, hi = _seq_len_range(max_seq_len, min_seq_len)
+    return _Generator(chooser, max_depth, hi, lo).generate()
 
 
-def programs(max_depth: int = 6, max_seq_len: int = 6):
+def programs(max_depth: int = 6, max_seq_len: int | tuple[int, int] = 6, min_seq_len: Optional[int] = None):
     """Hypothesis strategy of `GeneratedProgram`s (readable repr: the program's source)."""
+    lo, hi = _seq_len_range(max_seq_len, min_seq_len)
 
     @st.composite
     def _programs(draw):
-        return _Generator(DrawChooser(draw), max_depth, max_seq_len).generate()
+        return _Generator(DrawChooser(draw), max_depth, hi, lo).generate()
 
     return _programs()
 
@@ -791,7 +1211,8 @@ def programs(max_depth: int = 6, max_seq_len: int = 6):
 
 def random_inputs(gp: GeneratedProgram, rng: random.Random, n: int = 20) -> list[list[Any]]:
     """n inputs: lengths 1..max_seq_len (always one of length 1 and one of max_seq_len), favouring the
-    lengths of the program's ConstantSOps (check_length=True: other lengths do not evaluate)."""
+    lengths of the program's ConstantSOps (check_length=True: other lengths do not evaluate); every
+    fourth draws its tokens from two of the vocabulary only (repeats: categorical means of equal values)."""
     L = gp.max_seq_len
     lengths = [1, L]
     for i in range(n - 2):
@@ -799,7 +1220,11 @@ def random_inputs(gp: GeneratedProgram, rng: random.Random, n: int = 20) -> list
             lengths.append(rng.choice(gp.constant_lengths))
         else:
             lengths.append(rng.randint(1, L))
-    return [[rng.choice(gp.vocab) for _ in range(k)] for k in lengths]
+    out = []
+    for j, k in enumerate(lengths):
+        pool = rng.sample(gp.vocab, min(2, len(gp.vocab))) if j % 4 == 3 else gp.vocab
+        out.append([rng.choice(pool) for _ in range(k)])
+    return out
 
 
 # --------------------------------------------------------------------------- the property
@@ -817,7 +1242,7 @@ class Mismatch:
 
 @dataclass
 class Outcome:
-    status: str  # "ok" | "refused" | "crashed" | "mismatch"
+    status: str  # "ok" | "refused" | "crashed" | "mismatch" (the fuzz script adds "timeout")
     error: Optional[BaseException] = None
     checked: int = 0  # inputs compared
     skipped: int = 0  # inputs outside the evaluator's semantics (it raised, or a categorical mean)
@@ -843,20 +1268,16 @@ def normalise_reason(err: BaseException) -> str:
     text = re.sub(r'"[^"]*"', "'…'", text)
     text = re.sub(r"\[[^\]]*\]", "[…]", text)
     text = re.sub(r"\((?:[^()]|\([^()]*\))*\)", "(…)", text)
-    text = re.sub(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", "N", text)
+    text = re.sub(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N", text)
     return text[:140]
 
 
-def _same(expected: Any, got: Any, tol: float) -> bool:
-    if expected is None or got is None:
-        return expected is None and got is None
-    if isinstance(expected, (int, float)) and isinstance(got, (int, float)):
-        if isinstance(expected, bool) or isinstance(got, bool) or (isinstance(expected, int) and isinstance(got, int)):
-            return expected == got
-        return math.isclose(float(expected), float(got), rel_tol=tol, abs_tol=tol)
-    if isinstance(expected, tuple) and isinstance(got, tuple):
-        return len(expected) == len(got) and all(_same(e, g, tol) for e, g in zip(expected, got))
-    return expected == got
+def same_output(expected: Any, got: Any, numerical: bool, tol: float = 1e-4) -> bool:
+    """raspc's one result equality (raspc.utils.values.same_result): categorical by identity (1, 1.0
+    and True differ), numerical within `tol`, None only equals None, numpy scalars normalised."""
+    from raspc.utils.values import same_result
+
+    return same_result(expected, got, numerical, tol)
 
 
 def _sub_exprs(program: rasp.RASPExpr) -> list[rasp.RASPExpr]:
@@ -871,18 +1292,30 @@ def _sub_exprs(program: rasp.RASPExpr) -> list[rasp.RASPExpr]:
     return out
 
 
-def categorical_means_ok(program: rasp.SOp, xs: Sequence[Any]) -> bool:
-    """False when a categorical Aggregate averages different values on `xs` (or averages None):
-    the evaluator's mean is then not a value of the s-op and no categorical model can produce it."""
+def _evaluate_all(program: rasp.RASPExpr, xs: Sequence[Any]) -> tuple[Any, dict[int, Any]]:
+    """The program's output and every sub-expression's value (one evaluation, shared sub-s-ops once)."""
+    ev = rasp.DefaultRASPEvaluator()
+    ev._memo = {}  # keep the memo: each expression's value by id
+    out = ev._evaluate(program, list(xs))
+    return out, {k: v for k, (_, v) in ev._memo.items()}
+
+
+def _categorical_means_ok(program: rasp.SOp, values: dict[int, Any]) -> bool:
     for e in _sub_exprs(program):
         if isinstance(e, rasp.Aggregate) and rasp.is_categorical(e):
-            sel = rasp.evaluate(e.selector, xs)
-            vals = rasp.evaluate(e.sop, xs)
+            sel, vals = values[id(e.selector)], values[id(e.sop)]
             for row in sel:
                 chosen = [v for s, v in zip(row, vals) if s]
-                if len(chosen) > 1 and (any(v is None for v in chosen) or any(v != chosen[0] for v in chosen)):
+                if len(chosen) > 1 and (any(v is None for v in chosen) or any(_key(v) != _key(chosen[0]) for v in chosen)):
                     return False
     return True
+
+
+def categorical_means_ok(program: rasp.SOp, xs: Sequence[Any]) -> bool:
+    """False when a categorical Aggregate averages different values on `xs` (or averages None): the
+    evaluator's mean is then not a value of the s-op and no categorical model can produce it. Values
+    are different by identity (1 and True are; 1 and 1 average to 1.0, which the model must give)."""
+    return _categorical_means_ok(program, _evaluate_all(program, xs)[1])
 
 
 def expected_outputs(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]]) -> tuple[list[list], list[list], int]:
@@ -890,8 +1323,8 @@ def expected_outputs(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]]) -> t
     kept, outs, skipped = [], [], 0
     for xs in inputs:
         try:
-            out = rasp.evaluate(gp.program, xs)
-            ok = len(out) == len(xs) and categorical_means_ok(gp.program, xs)
+            out, values = _evaluate_all(gp.program, xs)
+            ok = len(out) == len(xs) and _categorical_means_ok(gp.program, values)
         except Exception:  # noqa: BLE001 - outside the evaluator's semantics: skip this input
             ok = False
         if ok:
@@ -910,7 +1343,8 @@ def compile_program(gp: GeneratedProgram, **kw: Any):
 
 def check_program(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]], tol: float = 1e-4) -> Outcome:
     """The property: compiling either raises a CompileError (a documented refusal) or gives a model
-    equal to `rasp.evaluate` on every input the evaluator accepts. All inputs run in one batch."""
+    equal to `rasp.evaluate` on every input the evaluator accepts (`same_output`). All inputs run in
+    one batch."""
     from raspc.errors import CompileError
 
     try:
@@ -924,11 +1358,13 @@ def check_program(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]], tol: fl
     if not kept:
         return outcome
     try:
-        got = model.apply_batch([[ "BOS", *xs] for xs in kept])
+        got = model.apply_batch([["BOS", *xs] for xs in kept])
     except Exception as err:  # noqa: BLE001
         return Outcome("crashed", err, skipped=skipped)
+    numerical = rasp.is_numerical(gp.program)
     for xs, exp, g in zip(kept, expected, got):
-        if len(g) != len(xs) + 1 or g[0] != "BOS" or not all(_same(e, v, tol) for e, v in zip(exp, g[1:])):
+        if (len(g) != len(xs) + 1 or g[0] != "BOS"
+                or not all(same_output(e, v, numerical, tol) for e, v in zip(exp, g[1:]))):
             outcome.mismatches.append(Mismatch(xs, exp, g[1:]))
     if outcome.mismatches:
         outcome.status = "mismatch"
@@ -944,8 +1380,13 @@ def _enc(e: rasp.SOp) -> str:
 
 def features(gp: GeneratedProgram) -> set[str]:
     """The primitives (with encodings) the program really contains, after rasp's own simplifications
-    (Map fusion, merged selects)."""
+    (Map fusion, merged selects), plus the generator's tags of the nodes it is built from (None-aware
+    predicates, mixed number types, numpy scalars, means feeding comparisons, ...)."""
     out: set[str] = {"causal"} if gp.causal else set()
+    if any(isinstance(v, float) for v in gp.vocab):
+        out.add("float tokens")
+    for n in gp.reachable():
+        out |= gp.nodes[n].tags
     for e in _sub_exprs(gp.program):
         if isinstance(e, (rasp.TokensType, rasp.LengthType)):
             out.add(e.label)
@@ -964,7 +1405,9 @@ def features(gp: GeneratedProgram) -> set[str]:
         elif isinstance(e, rasp.Select):
             p = e.predicate
             out.add(f"select {p.name}" if isinstance(p, rasp.Comparison) else
-                    "select table" if isinstance(p, Pred) else "select merged/negated")
+                    "select table" if isinstance(p, Pred) else
+                    "select none-aware" if isinstance(p, (NoneAware, Raw)) else
+                    "select shift" if isinstance(p, Shift) else "select merged/negated")
             if _enc(e.keys) == "num" or _enc(e.queries) == "num":
                 out.add("select numerical operand")
         elif isinstance(e, (rasp.SelectorAnd, rasp.SelectorOr, rasp.SelectorNot)):
@@ -976,13 +1419,22 @@ def features(gp: GeneratedProgram) -> set[str]:
     return out
 
 
+# The generator's tags (Node.tags) and vocabulary features.
+TAG_FEATURES = frozenset({
+    "float tokens", "select over maybe-None", "predicate accepts None", "selector tree over maybe-None",
+    "selector tree height>=3", "map over maybe-None", "mixed number types", "numpy scalars", "str/type of values",
+    "mean -> select", "mean -> map", "mean -> comparison", "mean -> linear_sequence_map", "large default",
+    "linear_sequence_map of means", "function raises on some inputs", "shifted aggregate",
+})
+
 ALL_FEATURES = frozenset({
     "tokens", "length", "indices cat", "indices num", "full cat", "full num", "constant_sop cat", "constant_sop num",
     "map cat->cat", "map cat->num", "map num->num", "map num->cat", "sequence_map ->cat", "sequence_map ->num",
     "sequence_map same operand", "sequence_map numerical operand", "linear_sequence_map num",
     "linear_sequence_map cat", *(f"select {c.name}" for c in rasp.Comparison), "select table",
-    "select merged/negated", "select numerical operand", "selector_and", "selector_or", "selector_not",
-    "aggregate cat", "aggregate num", "selector_width cat", "selector_width num", "causal",
+    "select merged/negated", "select none-aware", "select shift", "select numerical operand", "selector_and",
+    "selector_or", "selector_not", "aggregate cat", "aggregate num", "selector_width cat", "selector_width num",
+    "causal", *TAG_FEATURES,
 })
 
 
@@ -1030,62 +1482,102 @@ def _repro_width_precision() -> GeneratedProgram:
 
 
 def _repro_causal_empty_select() -> GeneratedProgram:
-    f = Table({}, default=None)
-    p = rasp.Aggregate(rasp.Select(rasp.indices, rasp.Map(f, rasp.tokens), rasp.Comparison.EQ), rasp.tokens,
-                       default="a")
-    return GeneratedProgram.of(p, ["a", "b"], 3, causal=True, source=(
-        f"rasp.Aggregate(rasp.Select(rasp.indices, rasp.Map({f!r}, rasp.tokens), rasp.Comparison.EQ), "
-        "rasp.tokens, default='a')"))
+    return _gp("rasp.Aggregate(rasp.Select(rasp.indices, rasp.Map(Table({}, default=None), rasp.tokens), "
+               "rasp.Comparison.EQ), rasp.tokens, default='a')", ["a", "b"], 3, causal=True)
 
 
 def _repro_none_through_lsm() -> GeneratedProgram:
-    f, g = Table({0: 0}, default=None), Table({0: 0, 1: 0}, default=0)
-    s = rasp.LinearSequenceMap(rasp.Map(f, rasp.tokens), rasp.tokens, 1, 1)
-    p = rasp.numerical(rasp.Map(g, s))
-    return GeneratedProgram.of(p, [0, 1], 2, source=(
-        f"rasp.numerical(rasp.Map({g!r}, rasp.LinearSequenceMap(rasp.Map({f!r}, rasp.tokens), rasp.tokens, 1, 1)))"))
+    return _gp("rasp.numerical(rasp.Map(Table({0: 0, 1: 0}, default=0), rasp.LinearSequenceMap("
+               "rasp.Map(Table({0: 0}, default=None), rasp.tokens), rasp.tokens, 1, 1)))", [0, 1], 2)
 
 
 KNOWN_BUGS: tuple[KnownBug, ...] = ()
 
 
-# Bugs the random programs found that are fixed: each reproducer must compile exactly or be refused.
-REGRESSIONS: tuple[tuple[str, Callable[[], GeneratedProgram]], ...] = (
-    ("indices-both-encodings", lambda: _gp(
+@dataclass(frozen=True)
+class Regression:
+    """A program that once broke the compiler. It must now compile exactly or be refused; with
+    `must_compile` it must compile, and `inputs` (with `expected`, the evaluator's answers, when
+    given) are checked besides the random ones."""
+
+    name: str
+    make: Callable[[], GeneratedProgram]
+    inputs: tuple = ()
+    expected: tuple = ()
+    must_compile: bool = False
+
+
+_PREV = "rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, lambda k, q: k == q - 1), rasp.tokens)"
+
+# Bugs the random programs (and the "exact on every input" issue) found, now fixed.
+REGRESSIONS: tuple[Regression, ...] = (
+    Regression("indices-both-encodings", lambda: _gp(
         "rasp.SequenceMap(Pair(), rasp.tokens, rasp.SequenceMap(Pair(), rasp.indices, rasp.numerical(rasp.indices)))",
         ["a"], 2)),
-    ("indices-both-encodings-aggregate", lambda: _gp(
+    Regression("indices-both-encodings-aggregate", lambda: _gp(
         "rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, rasp.tokens, Pred([(0, 'x'), (1, 'x'), (3, 'x'), "
         "(0, 'y'), (1, 'y'), (2, 'y')])), rasp.numerical(rasp.indices), default=-1))", ["x", "y"], 4)),
-    ("numerical-sequence-map-neuron-name", lambda: _gp(
+    Regression("numerical-sequence-map-neuron-name", lambda: _gp(
         "rasp.numerical(rasp.SequenceMap(Table2({('a', 0): 1, ('a', 1): 2}, default=0), rasp.tokens, rasp.indices))",
         ["a"], 2)),
-    ("numerical-map-fused-onto-sequence-map", lambda: _gp(
+    Regression("numerical-map-fused-onto-sequence-map", lambda: _gp(
         "rasp.numerical(rasp.Map(Table({2: 1, 1: -1, 0: 0.5, -1: -1, -2: 1, -3: -1, 4: 0.5, 3: 0.5, 6: -2, 5: 3}, "
         "default=-2), rasp.LinearSequenceMap(rasp.tokens, rasp.indices, 2, -1)))", [1, 2, 3], 6)),
-    ("causal-probe-constant-length", lambda: _gp(
+    Regression("causal-probe-constant-length", lambda: _gp(
         "rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ), "
         "rasp.SequenceMap(Pair(), rasp.tokens, rasp.ConstantSOp([1])))", ["a"], 2, causal=True)),
-    ("causal-probe-categorical-mean", lambda: _gp(
+    Regression("causal-probe-categorical-mean", lambda: _gp(
         "rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), "
         "rasp.Map(Table({0: 'x'}, default='y'), rasp.indices))", ["a"], 2, causal=True)),
-    ("empty-output-value-set", lambda: _gp("rasp.Map(Table({}, default=None), rasp.tokens)", ["a"], 2)),
-    ("causal-probe-empty-sequence-map", lambda: _gp(
+    Regression("empty-output-value-set", lambda: _gp("rasp.Map(Table({}, default=None), rasp.tokens)", ["a"], 2)),
+    Regression("causal-probe-empty-sequence-map", lambda: _gp(
         "rasp.SequenceMap(Pair(), rasp.Map(Table({}, default=None), rasp.tokens), rasp.tokens)", ["a"], 2,
         causal=True)),
-    ("discretise-rational-collapse", lambda: _gp(
+    Regression("discretise-rational-collapse", lambda: _gp(
         "rasp.SequenceMap(Pair(), rasp.Map(Above(0.3), rasp.numerical(rasp.ConstantSOp([0.1 + 0.2, 0.3]))), "
         "rasp.tokens)", ["a"], 2)),
-    ("causal-probe-empty-select", _repro_causal_empty_select),
-    ("none-through-categorical-linear-sequence-map", _repro_none_through_lsm),
-    ("selector-width-inexact-one-hot", _repro_width_precision),
+    Regression("causal-probe-empty-select", _repro_causal_empty_select),
+    Regression("none-through-categorical-linear-sequence-map", _repro_none_through_lsm),
+    Regression("selector-width-inexact-one-hot", _repro_width_precision),
+    # the issue "exact on every input": each compiles, and answers like the evaluator
+    Regression("none-key-custom-predicate", lambda: _gp(
+        f"rasp.SelectorWidth(rasp.Select({_PREV}, rasp.tokens, lambda k, q: k != q))", ["a", "b"], 4),
+        inputs=(["a"], ["a", "b", "a"]), expected=([1], [1, 2, 1]), must_compile=True),
+    Regression("categorical-mean-of-equal-ints-is-float", lambda: _gp(
+        "rasp.Map(str, rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.tokens))",
+        [1, 2], 4), inputs=([1, 1], [2]), expected=(["1.0", "1.0"], ["2"]), must_compile=True),
+    Regression("bool-and-int-are-different-values", lambda: _gp(
+        "rasp.Map(lambda v: type(v).__name__, rasp.SequenceMap(lambda a, b: True if a == 'a' else 1, "
+        "rasp.tokens, rasp.indices))", ["a", "b"], 4), inputs=(["a", "b"],), expected=(["bool", "int"],),
+        must_compile=True),
+    Regression("large-numerical-default", lambda: _gp(
+        "rasp.numerical(rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), "
+        "rasp.numerical(rasp.Map(lambda t: 1, rasp.tokens)), default=1e9))", [1, 2], 4),
+        inputs=([1, 2, 1],), expected=([1, 1, 1],), must_compile=True),
+    Regression("function-raising-outside-the-domain", lambda: _gp(
+        "rasp.SequenceMap(lambda n, i: 12 // (n - i), rasp.length, rasp.indices)", ["a"], 5),
+        inputs=(["a"], ["a", "a", "a", "a", "a"]), expected=([12], [2, 3, 4, 6, 12]), must_compile=True),
+    Regression("none-aware-select-or-negated", lambda: _gp(
+        f"rasp.numerical(rasp.Aggregate(~rasp.Select({_PREV}, rasp.tokens, NoneAware('EQ', query_none=True)) "
+        f"| rasp.Select({_PREV}, rasp.tokens, lambda k, q: k is None), "
+        "rasp.numerical(rasp.Map(Table({'a': 1}, default=0), rasp.tokens)), default=0))", ["a", "b"], 5),
+        must_compile=True),
+    Regression("linear-sequence-map-of-means-float-noise", lambda: _gp(
+        "rasp.numerical(rasp.LinearSequenceMap(*[rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, "
+        "rasp.indices, rasp.Comparison.LEQ), rasp.numerical(rasp.Map(Table({'a': 1}, default=0), rasp.tokens)), "
+        "default=0))] * 2, 3, -1))", ["a", "b"], 6), must_compile=True),
+    Regression("numpy-scalars-from-maps", lambda: _gp(
+        "rasp.SequenceMap(Pair(), rasp.Map(Np(Table({'a': 1, 'b': 0.5}, default=True)), rasp.tokens), "
+        "rasp.numerical(rasp.Map(Np(Table({'a': 2.5}, default=1)), rasp.tokens)))", ["a", "b", "c"], 4)),
+    Regression("float-tokens-categorical-mean", lambda: _gp(
+        "rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.tokens)",
+        [0.1, 0.2, 0.7, 1.0], 6), inputs=([0.1, 0.1, 0.1], [0.7, 0.2, 0.7]), must_compile=True),
 )
 
 
 def _gp(source: str, vocab: Sequence[Any], max_seq_len: int, causal: bool = False) -> GeneratedProgram:
-    """A GeneratedProgram from one expression written with rasp and this module's functions."""
-    env = {"rasp": rasp, "Table": Table, "Table2": Table2, "Pred": Pred, "Above": Above, "Affine": Affine,
-           "Pair": Pair}
+    """A GeneratedProgram from one expression written with rasp, this module's functions and lambdas."""
+    env = {"rasp": rasp, "np": np, **CALLABLES}
     return GeneratedProgram.of(eval(source, env), vocab, max_seq_len, causal, source)  # noqa: S307 - our own text
 
 
@@ -1113,10 +1605,10 @@ def describe(gp: GeneratedProgram, outcome: Outcome, limit: int = 3) -> str:
 
 
 __all__ = [
-    "Table", "Table2", "Pred", "Above", "Affine", "Pair", "GeneratedProgram", "Node", "Outcome", "Mismatch",
-    "Chooser", "RandomChooser", "DrawChooser", "programs", "generate_program", "random_inputs", "check_program",
-    "expected_outputs", "categorical_means_ok", "normalise_reason", "describe", "compile_program", "features",
-    "ALL_FEATURES", "KnownBug", "KNOWN_BUGS", "REGRESSIONS", "known_bug", "crash_signature",
+    *CALLABLES, "GeneratedProgram", "Node", "Outcome", "Mismatch", "Chooser", "RandomChooser", "DrawChooser",
+    "programs", "generate_program", "random_inputs", "check_program", "expected_outputs", "categorical_means_ok",
+    "same_output", "normalise_reason", "describe", "compile_program", "features", "ALL_FEATURES", "TAG_FEATURES",
+    "KnownBug", "KNOWN_BUGS", "Regression", "REGRESSIONS", "known_bug", "crash_signature", "SCRIPT_IMPORT",
 ]
 
 if __name__ == "__main__":  # a quick look: python tests/strategies.py [seed]

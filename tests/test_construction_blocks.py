@@ -114,7 +114,7 @@ def test_mean_type_mlp_turns_ints_into_floats_past_one_selected() -> None:
 def run_head(head: A.HeadBlock, queries: Sequence[Mapping[str, float]], keys: Sequence[Mapping[str, float]],
              values: Sequence[Mapping[str, float]], bos_only_self: bool = True) -> list[dict[str, float]]:
     """Position 0 is BOS (attends only to itself)."""
-    scores = np.array([[sum(w * q.get(qd, 0.0) * k.get(kd, 0.0) for (qd, kd), w in head.w_qk.items())
+    scores = np.array([[sum(w * q.get(qd, 0.0) * k.get(kd, 0.0) for (qd, kd), w in head.w_qk.to_dict().items())
                         for k in keys] for q in queries]) * head.scale
     if bos_only_self:
         scores[0, 1:] = -1e9
@@ -124,7 +124,7 @@ def run_head(head: A.HeadBlock, queries: Sequence[Mapping[str, float]], keys: Se
     for qi in range(len(queries)):
         out: dict[str, float] = {}
         for ki, v in enumerate(values):
-            for (vd, od), w in head.w_ov.items():
+            for (vd, od), w in head.w_ov.to_dict().items():
                 out[od] = out.get(od, 0.0) + p[qi, ki] * w * v.get(vd, 0.0)
         outs.append({d: x for d, x in out.items() if abs(x) > 1e-6})
     return outs

@@ -79,8 +79,20 @@ def select_matrix(op: R.SelectOp, keys: Sequence[Any], queries: Sequence[Any]) -
 
 
 def operand_matrix(op: R.SelectOp) -> np.ndarray:
-    """The predicate over the operands' current value sets (None included where they can be None)."""
-    return select_matrix(op, R.sop_type(op.keys).value_set or (), R.sop_type(op.queries).value_set or ())
+    """The predicate over the operands' current value sets (None included where they can be None);
+    read-only, and computed once per (predicate, key type, query type)."""
+    key = (op.predicate, op.keys.type, op.queries.type)
+    m = _OPERAND_MATRICES.get(key)
+    if m is None:
+        m = select_matrix(op, R.sop_type(op.keys).value_set or (), R.sop_type(op.queries).value_set or ())
+        m.flags.writeable = False
+        if len(_OPERAND_MATRICES) > 64:
+            _OPERAND_MATRICES.clear()
+        _OPERAND_MATRICES[key] = m
+    return m
+
+
+_OPERAND_MATRICES: dict[tuple, np.ndarray] = {}
 
 
 def selector_leaves(value: SSAValue) -> list[R.SelectOp]:
@@ -123,7 +135,7 @@ def _selects_own_position(op: R.SelectOp) -> bool | None:
     vals = R.sop_type(op.keys).value_set
     if vals is None:
         return None
-    diag = np.diagonal(select_matrix(op, vals, vals))
+    diag = np.diagonal(operand_matrix(op))
     diag = diag[diag >= 0]  # an undefined pair never occurs on an input in the domain
     if diag.size and diag.all():
         return True
@@ -151,7 +163,7 @@ def _bounds(value: SSAValue, n: int) -> tuple[int, int, bool]:
         hi = n - 1 if own is False else n
         keys, queries = R.sop_type(op.keys).value_set, R.sop_type(op.queries).value_set
         if keys is not None and queries is not None:
-            m = select_matrix(op, keys, queries) > 0
+            m = operand_matrix(op) > 0
             if not m.any():
                 return 0, 0, False
             if position_injective(op.keys):

@@ -370,18 +370,26 @@ def _joint_means(op: R.LinearSequenceMapOp, facts: Facts, ctx: _Context) -> list
         out += [fa * p + fb * q for p in u for q in v]
     if hi < 2:
         return out
-    pairs = {(int(p), int(q)) for p in u for q in v}
-    sums = {(0, 0)}
-    au, av = np.array([p for p, _ in pairs]), np.array([q for _, q in pairs])
+    # pairs of sums reachable with k selected positions, as a 2-D support grown one position at a time
+    pu = np.array(sorted({int(p) for p in u}), dtype=np.int64)
+    pv = np.array(sorted({int(q) for q in v}), dtype=np.int64)
+    bu, bv = int(pu[0]), int(pv[0])
+    su, sv = int(pu[-1]) - bu, int(pv[-1]) - bv
+    if (su * hi + 1) * (sv * hi + 1) > 50_000_000:
+        return None
+    reach = np.ones((1, 1), dtype=bool)
     for k in range(1, hi + 1):
-        sums = {(s + p, t + q) for s, t in sums for p, q in pairs}
-        if len(sums) * max(1, hi - k) > MAX_NUMERICAL_VALUES * 8:
-            return None
+        nxt = np.zeros((reach.shape[0] + su, reach.shape[1] + sv), dtype=bool)
+        for p in pu - bu:
+            for q in pv - bv:
+                nxt[p: p + reach.shape[0], q: q + reach.shape[1]] |= reach
+        reach = nxt
         if k >= max(lo, 2):
-            s = np.array(sorted(sums), dtype=np.int64)
-            means_u, means_v = s[:, 0] / k, s[:, 1] / k  # int / int: one correct rounding, as in Python
-            out += (fa * means_u + fb * means_v).tolist()
-    del au, av
+            iu, iv = np.nonzero(reach)
+            if len(out) + iu.size > MAX_NUMERICAL_VALUES * 8:
+                return None
+            means_u, means_v = (iu + k * bu) / k, (iv + k * bv) / k  # int / int: one rounding, as in Python
+            out += np.unique(fa * means_u + fb * means_v).tolist()
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from raspc.constructions.mlp import Weights
+from raspc.constructions.sparse import Sparse
 
 
 def head_scale(max_seq_len: int, leak: float) -> float:
@@ -57,22 +57,22 @@ class HeadBlock:
     it writes `bos_value` at BOS."""
 
     label: str
-    w_qk: Weights
-    w_ov: Weights
+    w_qk: Sparse
+    w_ov: Sparse
     scale: float
     bos_value: dict[str, float]
 
     @property
     def query_dirs(self) -> set[str]:
-        return {q for q, _ in self.w_qk}
+        return self.w_qk.used_rows()
 
     @property
     def key_dirs(self) -> set[str]:
-        return {k for _, k in self.w_qk}
+        return self.w_qk.used_cols()
 
     @property
     def value_dirs(self) -> set[str]:
-        return {v for v, _ in self.w_ov}
+        return self.w_ov.used_rows()
 
 
 def _indicator(dirs: Sequence[str], has_none: bool) -> tuple[np.ndarray, list[str]]:
@@ -88,30 +88,36 @@ def _indicator(dirs: Sequence[str], has_none: bool) -> tuple[np.ndarray, list[st
     return a, [*dirs, "one"]
 
 
-def conjunction_scores(leaves: Sequence[Leaf]) -> Weights:
+def conjunction_scores(leaves: Sequence[Leaf]) -> Sparse:
     """w_qk of a conjunction, in units of one true leaf predicate (a full match scores len(leaves))."""
-    w_qk: Weights = {}
+    parts = []
     for leaf in leaves:
-        t = (np.asarray(leaf.table) > 0).astype(np.float64)
+        t = np.asarray(leaf.table) > 0
         if leaf.q_none or leaf.k_none:
             a, q_labels = _indicator(leaf.q_dirs, leaf.q_none)
             b, k_labels = _indicator(leaf.k_dirs, leaf.k_none)
-            w = a.T @ t @ b
+            w = a.T @ t.astype(np.float64) @ b
+            qi, ki = np.nonzero(w)
+            part = Sparse.of(q_labels, k_labels, qi, ki, w[qi, ki])
         else:
-            w, q_labels, k_labels = t, list(leaf.q_dirs), list(leaf.k_dirs)
-        for qi, ki in zip(*np.nonzero(w)):
-            key = (q_labels[qi], k_labels[ki])
-            w_qk[key] = w_qk.get(key, 0.0) + float(w[qi, ki])
-    return {k: v for k, v in w_qk.items() if v != 0.0}
+            qi, ki = np.nonzero(t)
+            part = Sparse.of(leaf.q_dirs, leaf.k_dirs, qi, ki, np.ones(qi.size))
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0]  # one leaf: its entries are distinct already
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.plus(part)
+    return total.coalesce()
 
 
 def selection_head(
     label: str,
-    scores: Weights,
+    scores: Sparse,
     n_conjuncts: int,
     bos_below_match: float,
     key_bos: Mapping[str, float],
-    w_ov: Weights,
+    w_ov: Sparse | Mapping[tuple[str, str], float],
     value_bos: Mapping[str, float],
     bos_value: Mapping[str, float],
     scale: float,
@@ -119,27 +125,21 @@ def selection_head(
     """A head attending where the conjunction `scores` is fully matched, and to BOS (scored
     `bos_below_match` units below a full match) otherwise; it writes exactly `bos_value` at BOS.
     `key_bos` / `value_bos`: what the key / value directions hold at BOS."""
-    w_qk = dict(scores)
     # Keys at BOS may hold an earlier head's default: cancel what they add to BOS's score.
-    extra: dict[str, float] = {}
-    for (qd, kd), w in w_qk.items():
-        if kd in key_bos:
-            extra[qd] = extra.get(qd, 0.0) + w * key_bos[kd]
-    for qd, e in sorted(extra.items()):
-        if e:
-            w_qk[(qd, "bos")] = w_qk.get((qd, "bos"), 0.0) - e
-    w_qk[("one", "bos")] = w_qk.get(("one", "bos"), 0.0) + (n_conjuncts - bos_below_match)
+    extra = scores.row_sums(key_bos)
+    fixes = [(qd, "bos", -e) for qd, e in sorted(extra.items()) if e]
+    fixes.append(("one", "bos", n_conjuncts - bos_below_match))
+    w_qk = scores.add(fixes)
     # The value at BOS must be exactly `bos_value`: cancel what the value directions hold there.
-    w_ov = dict(w_ov)
-    out_at_bos: dict[str, float] = {}
-    for (vd, od), w in w_ov.items():
-        out_at_bos[od] = out_at_bos.get(od, 0.0) + w * value_bos.get(vd, 0.0)
-    for od in sorted(set(out_at_bos) | set(bos_value), key=list({**out_at_bos, **bos_value}).index):
+    ov = w_ov if isinstance(w_ov, Sparse) else Sparse.from_dict(w_ov)
+    out_at_bos = ov.col_sums(value_bos)
+    fixes_ov = []
+    for od in [*out_at_bos, *[d for d in bos_value if d not in out_at_bos]]:
         fix = bos_value.get(od, 0.0) - out_at_bos.get(od, 0.0)
         if fix:
-            w_ov[("bos", od)] = w_ov.get(("bos", od), 0.0) + fix
-    return HeadBlock(label, {k: v for k, v in w_qk.items() if v != 0.0}, w_ov, scale,
-                     {k: v for k, v in bos_value.items() if v})
+            fixes_ov.append(("bos", od, fix))
+    ov = ov.add(fixes_ov)
+    return HeadBlock(label, w_qk, ov, scale, {k: v for k, v in bos_value.items() if v})
 
 
 __all__ = ["head_scale", "value_leak", "Leaf", "HeadBlock", "conjunction_scores", "selection_head"]

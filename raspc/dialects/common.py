@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from functools import cached_property
+from typing import Any, ClassVar, Hashable, Iterable, Sequence
 
 from xdsl.dialects.builtin import BoolAttr, IntegerAttr, ModuleOp, i64
 from xdsl.ir import Attribute, Data, Dialect, Operation, ParametrizedAttribute, Region
@@ -75,11 +76,16 @@ class ValuesAttr(Data[tuple[Any, ...]]):
 
     name = "raspc.values"
 
+    @cached_property
+    def key(self) -> Hashable:
+        """The identity of the value(s), computed once."""
+        return identity(self.data)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ValuesAttr) and identity(self.data) == identity(other.data)
+        return isinstance(other, ValuesAttr) and self.key == other.key
 
     def __hash__(self) -> int:
-        return hash(identity(self.data))
+        return hash(self.key)
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> tuple[Any, ...]:
@@ -97,11 +103,16 @@ class ValueAttr(Data[Any]):
 
     name = "raspc.value"
 
+    @cached_property
+    def key(self) -> Hashable:
+        """The identity of the value(s), computed once."""
+        return identity(self.data)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ValueAttr) and identity(self.data) == identity(other.data)
+        return isinstance(other, ValueAttr) and self.key == other.key
 
     def __hash__(self) -> int:
-        return hash(identity(self.data))
+        return hash(self.key)
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> Any:

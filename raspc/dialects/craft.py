@@ -20,7 +20,10 @@ compensate for it in their keys and values; `bos_content(space)` reads it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from functools import cached_property
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
 
 from xdsl.dialects.builtin import ArrayAttr, FloatAttr, Float64Type, IntegerAttr, StringAttr, f64, i64
 from xdsl.ir import Attribute, Data, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
@@ -58,6 +61,23 @@ def direction_labels(name: str, values: Sequence[Any]) -> list[str]:
 
 def _fmt_float(x: float) -> str:
     return format_value(float(x))
+
+
+def _quote(label: str) -> str:
+    """`label` as xDSL's Printer.print_string_literal writes it (so the text parses back the same)."""
+    out = ['"']
+    for byte in label.encode("utf-8"):
+        if byte == 0x5C:
+            out.append("\\\\")
+        elif byte < 0x20 or byte > 0x7E or byte == 0x22:
+            out.append(f"\\{byte:02X}")
+        else:
+            out.append(chr(byte))
+    out.append('"')
+    return "".join(out)
+
+
+_ENTRY = np.dtype([("row", "<i4"), ("col", "<i4"), ("value", "<f8")])
 
 
 # --------------------------------------------------------------------------- types
@@ -129,20 +149,78 @@ def space_labels(value: SSAValue) -> list[str]:
 
 
 @irdl_attr_definition
-class SparseMatrixAttr(Data[tuple[tuple[str, str, float], ...]]):
-    """Labelled sparse weights: `#craft.sparse<["tokens:a" -> "h:a" = 1.0, ...]>` (row -> column = value)."""
+class SparseMatrixAttr(Data[tuple[tuple[str, ...], tuple[str, ...], bytes]]):
+    """Labelled sparse weights: `#craft.sparse<["tokens:a" -> "h:a" = 1.0, ...]>` (row -> column = value).
+
+    Held as numpy arrays (the row and column labels used, and per entry a row index, a column
+    index and a value), so heads with ~10^6 entries are built, checked and densified without a
+    Python object per entry."""
 
     name = "craft.sparse"
 
     @staticmethod
+    def from_arrays(row_labels: Sequence[str], col_labels: Sequence[str], rows: np.ndarray, cols: np.ndarray,
+                    values: np.ndarray) -> "SparseMatrixAttr":
+        """Entries (row_labels[rows[i]], col_labels[cols[i]], values[i]) in order; zeros dropped."""
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        values = np.asarray(values, np.float64)
+        keep = values != 0.0
+        rows, cols, values = rows[keep], cols[keep], values[keep]
+        # keep only the labels used (in the given order)
+        r_used = np.bincount(rows, minlength=len(row_labels)) > 0
+        c_used = np.bincount(cols, minlength=len(col_labels)) > 0
+        r_new, c_new = np.cumsum(r_used) - 1, np.cumsum(c_used) - 1
+        packed = np.empty(len(values), dtype=_ENTRY)
+        packed["row"], packed["col"], packed["value"] = r_new[rows], c_new[cols], values
+        return SparseMatrixAttr((tuple(x for x, u in zip(row_labels, r_used) if u),
+                                 tuple(x for x, u in zip(col_labels, c_used) if u), packed.tobytes()))
+
+    @staticmethod
     def from_dict(entries: dict[tuple[str, str], float]) -> "SparseMatrixAttr":
-        return SparseMatrixAttr(tuple((r, c, float(v)) for (r, c), v in entries.items() if v != 0.0))
+        rows: dict[str, int] = {}
+        cols: dict[str, int] = {}
+        r = [rows.setdefault(a, len(rows)) for a, _ in entries]
+        c = [cols.setdefault(b, len(cols)) for _, b in entries]
+        return SparseMatrixAttr.from_arrays(list(rows), list(cols), np.array(r, np.int64), np.array(c, np.int64),
+                                            np.fromiter(entries.values(), np.float64, len(entries)))
+
+    @property
+    def row_labels(self) -> tuple[str, ...]:
+        return self.data[0]
+
+    @property
+    def col_labels(self) -> tuple[str, ...]:
+        return self.data[1]
+
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row index, column index, value) per entry; indices into row_labels / col_labels."""
+        packed = np.frombuffer(self.data[2], dtype=_ENTRY)
+        return packed["row"].astype(np.int64), packed["col"].astype(np.int64), packed["value"].astype(np.float64)
+
+    def entries(self) -> Iterator[tuple[str, str, float]]:
+        rows, cols, values = self.arrays
+        rl, cl = self.row_labels, self.col_labels
+        return ((rl[r], cl[c], v) for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()))
 
     def as_dict(self) -> dict[tuple[str, str], float]:
-        return {(r, c): v for r, c, v in self.data}
+        return {(r, c): v for r, c, v in self.entries()}
+
+    def dense(self, row_index: dict[str, int], n_rows: int, col_index: dict[str, int], n_cols: int) -> np.ndarray:
+        """float64 [n_rows, n_cols] with the entries at their labels' positions (repeats add up)."""
+        rows, cols, values = self.arrays
+        r = np.array([row_index[x] for x in self.row_labels], np.int64)
+        c = np.array([col_index[x] for x in self.col_labels], np.int64)
+        out = np.zeros((n_rows, n_cols), np.float64)
+        if values.size:
+            np.add.at(out, (r[rows], c[cols]), values)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.data[2]) // _ENTRY.itemsize
 
     @classmethod
-    def parse_parameter(cls, parser: AttrParser) -> tuple[tuple[str, str, float], ...]:
+    def parse_parameter(cls, parser: AttrParser) -> tuple[tuple[str, ...], tuple[str, ...], bytes]:
         def entry() -> tuple[str, str, float]:
             row = parser.parse_str_literal()
             parser.parse_punctuation("->")
@@ -151,19 +229,17 @@ class SparseMatrixAttr(Data[tuple[tuple[str, str, float], ...]]):
             return (row, col, float(parser.parse_number()))
 
         with parser.in_angle_brackets():
-            return tuple(parser.parse_comma_separated_list(parser.Delimiter.SQUARE, entry))
+            entries = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, entry)
+        rows: dict[str, int] = {}
+        cols: dict[str, int] = {}
+        r = np.array([rows.setdefault(a, len(rows)) for a, _, _ in entries], np.int64)
+        c = np.array([cols.setdefault(b, len(cols)) for _, b, _ in entries], np.int64)
+        v = np.array([x for _, _, x in entries], np.float64)
+        return SparseMatrixAttr.from_arrays(list(rows), list(cols), r, c, v).data
 
     def print_parameter(self, printer: Printer) -> None:
-        with printer.in_angle_brackets():
-            printer.print_string("[")
-            for i, (r, c, v) in enumerate(self.data):
-                if i:
-                    printer.print_string(", ")
-                printer.print_string_literal(r)
-                printer.print_string(" -> ")
-                printer.print_string_literal(c)
-                printer.print_string(f" = {_fmt_float(v)}")
-            printer.print_string("]")
+        printer.print_string("<[" + ", ".join(
+            f"{_quote(r)} -> {_quote(c)} = {_fmt_float(v)}" for r, c, v in self.entries()) + "]>")
 
 
 @irdl_attr_definition
@@ -320,11 +396,11 @@ class MlpOp(CraftBlock):
         if len(set(hidden)) != len(hidden):
             raise VerifyException("hidden neuron labels must be unique")
         hid = set(hidden)
-        _check_labels("w_in rows", {r for r, _, _ in self.w_in.data}, _labels_of(self.inputs))
-        _check_labels("w_in columns", {c for _, c, _ in self.w_in.data}, hid)
+        _check_labels("w_in rows", set(self.w_in.row_labels), _labels_of(self.inputs))
+        _check_labels("w_in columns", set(self.w_in.col_labels), hid)
         _check_labels("b_in", {k for k, _ in self.b_in.data}, hid)
-        _check_labels("w_out rows", {r for r, _, _ in self.w_out.data}, hid)
-        _check_labels("w_out columns", {c for _, c, _ in self.w_out.data}, set(space_labels(self.res)))
+        _check_labels("w_out rows", set(self.w_out.row_labels), hid)
+        _check_labels("w_out columns", set(self.w_out.col_labels), set(space_labels(self.res)))
 
 
 @irdl_op_definition
@@ -351,26 +427,26 @@ class AttentionHeadOp(CraftBlock):
 
     def __init__(
         self, queries: Sequence[SSAValue], keys: Sequence[SSAValue], values: Sequence[SSAValue], t: Attribute,
-        label: str, w_qk: dict[tuple[str, str], float], w_ov: dict[tuple[str, str], float], scale: float,
-        bos_value: dict[str, float] | None = None,
+        label: str, w_qk: "dict[tuple[str, str], float] | SparseMatrixAttr",
+        w_ov: "dict[tuple[str, str], float] | SparseMatrixAttr", scale: float, bos_value: dict[str, float] | None = None,
     ):
         super().__init__(
             operands=[list(queries), list(keys), list(values)],
             result_types=[t],
             properties={
                 "label": StringAttr(label),
-                "w_qk": SparseMatrixAttr.from_dict(w_qk),
-                "w_ov": SparseMatrixAttr.from_dict(w_ov),
+                "w_qk": w_qk if isinstance(w_qk, SparseMatrixAttr) else SparseMatrixAttr.from_dict(w_qk),
+                "w_ov": w_ov if isinstance(w_ov, SparseMatrixAttr) else SparseMatrixAttr.from_dict(w_ov),
                 "scale": FloatAttr(float(scale), f64),
                 "bos_value": SparseVectorAttr.from_dict(bos_value or {}),
             },
         )
 
     def verify_(self) -> None:
-        _check_labels("w_qk rows", {r for r, _, _ in self.w_qk.data}, _labels_of(self.queries))
-        _check_labels("w_qk columns", {c for _, c, _ in self.w_qk.data}, _labels_of(self.keys))
-        _check_labels("w_ov rows", {r for r, _, _ in self.w_ov.data}, _labels_of(self.values))
-        _check_labels("w_ov columns", {c for _, c, _ in self.w_ov.data}, set(space_labels(self.res)))
+        _check_labels("w_qk rows", set(self.w_qk.row_labels), _labels_of(self.queries))
+        _check_labels("w_qk columns", set(self.w_qk.col_labels), _labels_of(self.keys))
+        _check_labels("w_ov rows", set(self.w_ov.row_labels), _labels_of(self.values))
+        _check_labels("w_ov columns", set(self.w_ov.col_labels), set(space_labels(self.res)))
         _check_labels("bos_value", {k for k, _ in self.bos_value.data}, set(space_labels(self.res)))
         if self.scale.value.data <= 0:
             raise VerifyException("softmax scale must be positive")

@@ -192,11 +192,16 @@ class TableAttr(Data[tuple[tuple[tuple[Any, ...], Any], ...]]):
         ordered = sorted(entries, key=lambda e: tuple(sort_key(a) for a in e[0]))
         return TableAttr(tuple((tuple(args), out) for args, out in ordered))
 
+    @cached_property
+    def key(self) -> Any:
+        """The identity of every entry, computed once (attributes are compared and hashed by CSE)."""
+        return identity(self.data)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TableAttr) and identity(self.data) == identity(other.data)
+        return isinstance(other, TableAttr) and self.key == other.key
 
     def __hash__(self) -> int:
-        return hash(identity(self.data))
+        return hash(self.key)
 
     @property
     def arity(self) -> int:
@@ -204,13 +209,16 @@ class TableAttr(Data[tuple[tuple[tuple[Any, ...], Any], ...]]):
 
     @cached_property
     def _lookup(self) -> dict[Any, Any]:
+        if self.arity == 1:  # keyed by the one argument's identity (the common case, and the hot one)
+            return {identity(args[0]): out for args, out in self.data}
         return {identity(args): out for args, out in self.data}
 
     def get(self, *args: Any) -> tuple[bool, Any]:
         """(True, f(args)) when the table has the entry, else (False, None)."""
-        key = identity(tuple(args))
-        if key in self._lookup:
-            return True, self._lookup[key]
+        key = identity(args[0]) if len(args) == 1 else identity(args)
+        lookup = self._lookup
+        if key in lookup:
+            return True, lookup[key]
         return False, None
 
     def outputs(self) -> list[Any]:
@@ -279,12 +287,15 @@ class RelationAttr(Data[tuple[tuple[Any, ...], tuple[Any, ...], bytes]]):
         m = np.asarray(matrix, dtype=np.int8).reshape(len(queries), len(keys))
         return RelationAttr((tuple(keys), tuple(queries), m.tobytes()))
 
+    @cached_property
+    def key(self) -> Any:
+        return (identity(self.data[:2]), self.data[2])
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RelationAttr) and identity(self.data[:2]) == identity(other.data[:2]) \
-            and self.data[2] == other.data[2]
+        return isinstance(other, RelationAttr) and self.key == other.key
 
     def __hash__(self) -> int:
-        return hash((identity(self.data[:2]), self.data[2]))
+        return hash(self.key)
 
     @property
     def keys(self) -> tuple[Any, ...]:

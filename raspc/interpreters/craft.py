@@ -137,12 +137,10 @@ def dense_matrix(
     weights: C.SparseMatrixAttr, rows: dict[str, int], n_rows: int, columns: dict[str, int], n_columns: int
 ) -> np.ndarray:
     """The sparse labelled matrix as float32 [n_rows, n_columns] (repeated entries add up)."""
-    matrix = np.zeros((n_rows, n_columns), dtype=np.float64)
-    for row, column, value in weights.data:
-        if row not in rows or column not in columns:
-            raise IRError(f"weight {row!r} -> {column!r} names a direction the op does not read or write")
-        matrix[rows[row], columns[column]] += value
-    return matrix.astype(np.float32)
+    unknown = [x for x in weights.row_labels if x not in rows] + [x for x in weights.col_labels if x not in columns]
+    if unknown:
+        raise IRError(f"weight {unknown[0]!r} names a direction the op does not read or write")
+    return weights.dense(rows, n_rows, columns, n_columns).astype(np.float32)
 
 
 def dense_vector(weights: C.SparseVectorAttr, index: dict[str, int], size: int) -> np.ndarray:

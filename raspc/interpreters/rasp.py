@@ -30,7 +30,7 @@ from xdsl.interpreter import (
 )
 from xdsl.ir import Operation, SSAValue
 
-from raspc.analysis.selectors import select_matrix
+from raspc.analysis.selectors import operand_matrix
 from raspc.dialects import rasp as R
 from raspc.dialects.common import container_of
 from raspc.errors import InputError, IRError
@@ -207,7 +207,8 @@ class RaspFunctions(InterpreterFunctions):
     def run_select(self, interpreter: Interpreter, op: R.SelectOp, args: PythonValues) -> PythonValues:
         keys, queries = args
         ki, qi = as_index(op.keys, keys), as_index(op.queries, queries)
-        m = select_matrix(op, _values(op.keys), _values(op.queries))
+        _values(op.keys), _values(op.queries)  # inferred value sets are required
+        m = operand_matrix(op)
         if m.size == 0:
             sel = np.full((ki.shape[0], qi.shape[1], ki.shape[1]), -1, np.int8)
         else:

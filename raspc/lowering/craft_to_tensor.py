@@ -28,25 +28,28 @@ from raspc.utils.naming import ssa_name
 
 def factor_bilinear(weights: C.SparseMatrixAttr, index: dict[str, int], d_model: int) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) with A @ B.T == W as a d_model x d_model matrix; inner size min(#rows, #cols)."""
-    entries = weights.data
-    if not entries:
+    r_local, c_local, vals = weights.arrays
+    if not vals.size:
         return np.zeros((d_model, 0), np.float32), np.zeros((d_model, 0), np.float32)
-    r_idx = np.fromiter((index[r] for r, _, _ in entries), dtype=np.int64, count=len(entries))
-    c_idx = np.fromiter((index[c] for _, c, _ in entries), dtype=np.int64, count=len(entries))
-    vals = np.fromiter((v for _, _, v in entries), dtype=np.float64, count=len(entries))
-    rows, r_pos = np.unique(r_idx, return_inverse=True)  # sorted by residual offset
-    cols, c_pos = np.unique(c_idx, return_inverse=True)
-    if len(rows) <= len(cols):
-        a = np.zeros((d_model, len(rows)), np.float32)
-        a[rows, np.arange(len(rows))] = 1.0
-        b = np.zeros((d_model, len(rows)), np.float64)
-        np.add.at(b, (c_idx, r_pos), vals)
-    else:
-        b = np.zeros((d_model, len(cols)), np.float32)
-        b[cols, np.arange(len(cols))] = 1.0
-        a = np.zeros((d_model, len(cols)), np.float64)
-        np.add.at(a, (r_idx, c_pos), vals)
-    return a.astype(np.float32), b.astype(np.float32)
+    # the labels used, in residual order: a sort of the (few) labels, not of the (many) entries
+    r_res = np.array([index[x] for x in weights.row_labels], np.int64)
+    c_res = np.array([index[x] for x in weights.col_labels], np.int64)
+    r_order, c_order = np.argsort(r_res), np.argsort(c_res)
+    r_rank, c_rank = np.empty_like(r_order), np.empty_like(c_order)
+    r_rank[r_order], c_rank[c_order] = np.arange(len(r_order)), np.arange(len(c_order))
+    if len(r_res) <= len(c_res):
+        a = np.zeros((d_model, len(r_res)), np.float32)
+        a[r_res[r_order], np.arange(len(r_res))] = 1.0
+        return a, _scatter(c_res[c_local], r_rank[r_local], vals, (d_model, len(r_res)))
+    b = np.zeros((d_model, len(c_res)), np.float32)
+    b[c_res[c_order], np.arange(len(c_res))] = 1.0
+    return _scatter(r_res[r_local], c_rank[c_local], vals, (d_model, len(c_res))), b
+
+
+def _scatter(i: np.ndarray, j: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """float32 matrix with values added at (i, j) (repeats add up; bincount is the fast way)."""
+    flat = np.bincount(i * shape[1] + j, weights=values, minlength=shape[0] * shape[1])
+    return flat.reshape(shape).astype(np.float32)
 
 
 def embeddings(model: C.ModelOp, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -96,12 +99,10 @@ def _mlp(mlps: list[C.MlpOp], x: SSAValue, layer: int, index: dict[str, int], d:
     b_in = np.zeros((len(hidden),), np.float32)
     w_out = np.zeros((len(hidden), d), np.float32)
     for m in mlps:
-        for r, c, v in m.w_in.data:
-            w_in[index[r], hpos[c]] += v
+        w_in += m.w_in.dense(index, d, hpos, len(hidden)).astype(np.float32)
         for h, v in m.b_in.data:
             b_in[hpos[h]] += v
-        for r, c, v in m.w_out.data:
-            w_out[hpos[r], index[c]] += v
+        w_out += m.w_out.dense(hpos, len(hidden), index, d).astype(np.float32)
     label = "+".join(m.label.data for m in mlps)
     op = T.MlpOp(x, label, layer, w_in, b_in, w_out, np.zeros((d,), np.float32))
     op.results[0].name_hint = f"L{layer}_mlp"

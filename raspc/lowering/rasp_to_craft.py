@@ -37,9 +37,10 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from raspc.analysis.selectors import is_conjunction, select_matrix, selector_leaves
+from raspc.analysis.selectors import is_conjunction, operand_matrix, selector_leaves
 from raspc.constructions import attention as A
 from raspc.constructions import mlp as M
+from raspc.constructions.sparse import Sparse
 from raspc.dialects import craft as C
 from raspc.dialects import rasp as R
 from raspc.dialects.common import container_of
@@ -300,7 +301,7 @@ class TupleToMlp(_Lowering):
 class _Selection:
     """A conjunction of selects, lowered: its scores and the spaces they read."""
 
-    scores: M.Weights
+    scores: Sparse
     n_conjuncts: int
     queries: list[SSAValue]
     keys: list[SSAValue]
@@ -321,7 +322,7 @@ def _selection(user: R.RaspOp, selector: SSAValue) -> _Selection | None:
         q_t, k_t = R.sop_type(leaf.queries), R.sop_type(leaf.keys)
         if not (q_t.is_categorical and k_t.is_categorical):
             raise _fail(user, "select operands must be categorical (run discretise-numerical-operands)")
-        table = select_matrix(leaf, k_t.value_set or (), q_t.value_set or ())
+        table = operand_matrix(leaf)
         parts.append(A.Leaf(C.space_labels(q), C.space_labels(k), table, q_t.may_be_none, k_t.may_be_none))
         queries += [q] if q not in queries else []
         keys += [k] if k not in keys else []
@@ -338,8 +339,12 @@ def _head_op(head: A.HeadBlock, sel: _Selection, values: Sequence[SSAValue], out
     values = list(values)
     if "bos" in head.value_dirs and bos not in values:
         values.append(bos)
-    return C.AttentionHeadOp(queries, keys, values, out_t, head.label, head.w_qk, head.w_ov, head.scale,
-                             head.bos_value)
+    return C.AttentionHeadOp(queries, keys, values, out_t, head.label, _weights(head.w_qk), _weights(head.w_ov),
+                             head.scale, head.bos_value)
+
+
+def _weights(m: Sparse) -> C.SparseMatrixAttr:
+    return C.SparseMatrixAttr.from_arrays(m.rows, m.cols, m.r, m.c, m.v)
 
 
 def _share_head(op: R.RaspOp, sel: _Selection, label: str, scale: float) -> C.AttentionHeadOp:

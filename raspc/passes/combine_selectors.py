@@ -65,5 +65,5 @@ class CombineSelectorsPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         program = rasp_program(op, self.name, inferred=True)
         patterns = GreedyRewritePatternApplier([*SELECTOR_PATTERNS, PushNotThroughAndOr()])
-        PatternRewriteWalker(patterns).rewrite_module(op)
-        infer_program(program)
+        if PatternRewriteWalker(patterns).rewrite_module(op):
+            infer_program(program)

@@ -169,8 +169,8 @@ class DiscretiseNumericalOperandsPass(ModulePass):
             if isinstance(reader, (R.SelectOp, R.SequenceMapOp)):
                 pattern.check(reader)
         walker = PatternRewriteWalker(GreedyRewritePatternApplier([pattern]), apply_recursively=False)
-        walker.rewrite_module(op)
-        infer_program(program)
+        if walker.rewrite_module(op):
+            infer_program(program)
 
 
 __all__ = ["DiscretiseNumericalOperandsPass", "representatives"]

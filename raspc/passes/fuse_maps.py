@@ -145,10 +145,10 @@ class FuseMapsPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         program = rasp_program(op, self.name, inferred=True)
-        PatternRewriteWalker(
+        if PatternRewriteWalker(
             GreedyRewritePatternApplier([FuseMapIntoProducer(), FuseMapIntoSequenceMap(self.max_growth)])
-        ).rewrite_module(op)
-        infer_program(program)
+        ).rewrite_module(op):
+            infer_program(program)
 
 
 __all__ = ["FuseMapsPass", "FuseMapIntoProducer", "FuseMapIntoSequenceMap", "compose"]

@@ -314,9 +314,9 @@ class ProductSelectorsPass(ModulePass):
                 builder.plan(user.selector)
         pattern = ProductOfNonConjunctiveSelector(builder)
         walker = PatternRewriteWalker(GreedyRewritePatternApplier([pattern]), apply_recursively=False)
-        walker.rewrite_module(op)
-        erase_dead_selectors(program)
-        infer_program(program)
+        if walker.rewrite_module(op):
+            erase_dead_selectors(program)
+            infer_program(program)
 
 
 __all__ = [

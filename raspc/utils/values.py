@@ -50,17 +50,26 @@ def normalize(v: Any) -> Value:
                            "(values are None, bool, int, float, str or tuples of those)")
 
 
+def _float_identity(v: float) -> Hashable:
+    return ("f", v, math.copysign(1.0, v))  # -0.0 and 0.0 print differently
+
+
+def _tuple_identity(v: tuple) -> Hashable:
+    return ("t", tuple(identity(x) for x in v))
+
+
+_IDENTITY = {
+    type(None): lambda v: ("n", None), bool: lambda v: ("b", v), int: lambda v: ("i", v), str: lambda v: ("s", v),
+    float: _float_identity, tuple: _tuple_identity,
+}
+
+
 def identity(v: Value) -> Hashable:
     """The key under which raspc stores a value: `identity(1) != identity(1.0) != identity(True)`."""
-    t = type(v)
-    if t is tuple:
-        return ("t", tuple(identity(x) for x in v))
-    if t is float:
-        return ("f", v, math.copysign(1.0, v))  # -0.0 and 0.0 print differently
-    tag = _TAG.get(t)
-    if tag is None:
-        raise UnsupportedValue(f"{v!r} has unsupported type {t.__name__}")
-    return (tag, v)
+    key = _IDENTITY.get(type(v))
+    if key is None:
+        raise UnsupportedValue(f"{v!r} has unsupported type {type(v).__name__}")
+    return key(v)
 
 
 def same_value(a: Value, b: Value) -> bool:
