@@ -89,12 +89,20 @@ def test_known_bug_reproducer(bug: S.KnownBug) -> None:
     pytest.xfail(f"{bug.id}: {bug.summary}")
 
 
-@pytest.mark.parametrize("make", [r for _, r in S.REGRESSIONS], ids=[n for n, _ in S.REGRESSIONS])
-def test_fixed_bug_stays_fixed(make) -> None:
-    """Programs the fuzzer once broke the compiler with: now exact, or refused with a CompileError."""
-    gp = make()
-    outcome = S.check_program(gp, S.random_inputs(gp, random.Random(0), 10))
-    assert outcome.status in ("ok", "refused"), S.describe(gp, outcome)
+@pytest.mark.parametrize("reg", S.REGRESSIONS, ids=[r.name for r in S.REGRESSIONS])
+def test_fixed_bug_stays_fixed(reg: S.Regression) -> None:
+    """Programs that once broke the compiler: now exact, or refused with a CompileError (those of the
+    "exact on every input" issue must compile, and answer their listed inputs as the evaluator does)."""
+    gp = reg.make()
+    inputs = [list(xs) for xs in reg.inputs] + S.random_inputs(gp, random.Random(0), 10)
+    outcome = S.check_program(gp, inputs)
+    allowed = ("ok",) if reg.must_compile else ("ok", "refused")
+    assert outcome.status in allowed, S.describe(gp, outcome)
+    for xs, want in zip(reg.inputs, reg.expected):
+        assert rasp.evaluate(gp.program, list(xs)) == list(want)  # the evaluator's answer, as the issue states
+    if reg.inputs and outcome.status == "ok":
+        kept, _, _ = S.expected_outputs(gp, [list(xs) for xs in reg.inputs])
+        assert len(kept) == len(reg.inputs), "every listed input is inside the evaluator's domain"
 
 
 # --------------------------------------------------------------------------- the generator and the checker
@@ -116,23 +124,88 @@ def test_max_depth_bounds_the_programs() -> None:
         assert S.generate_program(random.Random(i), max_depth=2).depth <= 3
 
 
+def test_max_seq_len_range() -> None:
+    lens = {S.generate_program(random.Random(i), max_depth=2, max_seq_len=(4, 24)).max_seq_len for i in range(200)}
+    assert min(lens) >= 4 and max(lens) <= 24 and len(lens) > 10
+    assert S.generate_program(random.Random(0), max_seq_len=9, min_seq_len=9).max_seq_len == 9
+
+
+def test_same_seed_same_program() -> None:
+    for i in range(20):
+        a, b = (S.generate_program(random.Random(i), max_seq_len=(4, 24)) for _ in range(2))
+        assert a.source() == b.source() and a.vocab == b.vocab and a.causal == b.causal
+
+
+def _rebuilt(source: str) -> rasp.SOp:
+    env: dict = {}
+    exec("from raspc import rasp\n" + S.SCRIPT_IMPORT + "\n" + source, env)
+    return env["program"]
+
+
+def _same_evaluation(a: rasp.SOp, b: rasp.SOp, xs: list) -> None:
+    try:
+        want = rasp.evaluate(a, xs)
+    except Exception as err:  # noqa: BLE001
+        with pytest.raises(type(err)):
+            rasp.evaluate(b, xs)
+        return
+    got = rasp.evaluate(b, xs)
+    assert [S._key(v) for v in got] == [S._key(v) for v in want]  # same values, same types
+
+
 def test_source_is_an_executable_reproducer() -> None:
-    """The repr hypothesis prints re-builds a program that evaluates identically."""
-    for i in range(25):
-        gp = S.generate_program(random.Random(1000 + i))
-        env: dict = {}
-        exec("from raspc import rasp\nfrom strategies import Table, Table2, Pred, Above, Affine, Pair\n"
-             + gp.source(), env)
-        rebuilt = env["program"]
+    """The repr hypothesis prints re-builds a program that evaluates identically (types included)."""
+    for i in range(40):
+        gp = S.generate_program(random.Random(1000 + i), max_seq_len=(2, 10))
+        rebuilt = _rebuilt(gp.source())
         assert rasp.get_encoding(rebuilt) == rasp.get_encoding(gp.program)
         for xs in S.random_inputs(gp, random.Random(i), 8):
-            try:
-                want = rasp.evaluate(gp.program, xs)
-            except Exception as err:  # noqa: BLE001
-                with pytest.raises(type(err)):
-                    rasp.evaluate(rebuilt, xs)
-                continue
-            assert rasp.evaluate(rebuilt, xs) == want
+            _same_evaluation(gp.program, rebuilt, xs)
+        again = S.GeneratedProgram.from_source(gp.source(), gp.vocab, gp.max_seq_len, gp.causal)
+        assert again.source() == gp.source()
+
+
+def test_script_runs() -> None:
+    """GeneratedProgram.script() is a complete program: it compiles the program and prints answers."""
+    import contextlib
+    import io
+    import os
+
+    gp = S.REGRESSIONS[0].make()
+    out = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(Path(__file__).resolve().parents[1])
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(gp.script(), {})
+    finally:
+        os.chdir(cwd)
+    assert out.getvalue().count("\n") == 4
+
+
+def test_new_callables_behave_as_documented() -> None:
+    import numpy as np
+
+    assert S.NoneAware("EQ", query_none=True)(3, None) is True and S.NoneAware("EQ")(None, 3) is False
+    assert S.NoneAware("LT", key_none=True)(None, 3) is True and S.NoneAware("LT")(1, 3) is True
+    assert S.Raw("NEQ")(None, "a") is True
+    with pytest.raises(TypeError):
+        S.Raw("LT")(None, 1)
+    with pytest.raises(ValueError):
+        S.Pred([(1, 1)])(None, 1)
+    assert S.Pred([(None, 1)], none_ok=True)(None, 1) and not S.Pred([(None, 1)], none_ok=True)(1, None)
+    assert S.Shift(1)(2, 3) and not S.Shift(1)(3, 3)
+    with pytest.raises(KeyError):
+        S.Partial({1: "a"})(2)
+    with pytest.raises(ZeroDivisionError):
+        S.FloorDiv(12)(3, 3)
+    assert S.FloorDiv(12)(5, 2) == 4
+    assert type(S.Np(S.Table({}, default=True))(0)) is np.bool_
+    assert type(S.Np(S.Table({}, default=1))(0)) is np.int64
+    assert type(S.Np(S.Table({}, default=0.5))(0)) is np.float64
+    assert S.Str()(1.0) == "1.0" and S.TypeName()(True) == "bool"
+    for f in S.CALLABLES.values():  # every repr is in the script's import line
+        assert f.__name__ in S.SCRIPT_IMPORT
 
 
 def test_strategy_reprs_the_program_source() -> None:
@@ -156,9 +229,29 @@ def test_checker_reports_a_wrong_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [m.input for m in outcome.mismatches] == [["b", "a"]]
     assert outcome.mismatches[0].expected == [None, "b"] and outcome.mismatches[0].got == ["a", "b"]
 
-    assert S._same(None, None, 1e-4) and not S._same(None, 0, 1e-4) and not S._same(0.0, None, 1e-4)
-    assert S._same(True, 1, 1e-4) and S._same(1, 1.0, 1e-4) and S._same(0.5, 0.50001, 1e-4)
-    assert not S._same(0.5, 0.5002, 1e-4) and not S._same(2, 3, 1e-4) and S._same((1, "a"), (1.0, "a"), 1e-4)
+
+def test_result_equality_is_raspcs() -> None:
+    """Categorical outputs compare by identity (1, 1.0 and True differ), numerical ones within 1e-4."""
+    import numpy as np
+
+    same = S.same_output
+    assert same(None, None, False) and not same(None, 0, False) and not same(0.0, None, True)
+    assert not same(True, 1, False) and not same(1, 1.0, False) and same(1, 1.0, True)
+    assert same(np.float64(0.5), 0.5, False) and same(np.int64(1), 1, False) and same(np.bool_(True), True, False)
+    assert same(0.5, 0.50001, True) and not same(0.5, 0.5002, True) and not same(2, 3, True)
+    assert same((1, "a"), (1, "a"), False) and not same((1, "a"), (1.0, "a"), False)
+    assert same(1e9, 1e9 + 50, True) and not same(1e9, 1e9 + 1e6, True)  # relative above 1
+
+
+def test_categorical_means_of_equal_values_are_checked() -> None:
+    """A categorical mean of equal values (the same type too) is in the domain: 1 and 1 give 1.0."""
+    prog = rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.tokens)
+    assert S.categorical_means_ok(prog, [1, 1])
+    assert not S.categorical_means_ok(rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.TRUE),
+                                                     rasp.tokens), [1, 2])
+    mixed = rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.TRUE),
+                           rasp.SequenceMap(lambda t, i: True if i == 0 else 1, rasp.tokens, rasp.indices))
+    assert not S.categorical_means_ok(mixed, ["a", "a"])  # True and 1 are different values
 
 
 def test_refusals_are_compile_errors_and_counted() -> None:
