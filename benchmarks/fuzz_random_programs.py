@@ -454,7 +454,9 @@ def _git_commit() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "raspc"], cwd=ROOT, capture_output=True, text=True)
         commit = out.stdout.strip() or "?"
         if where != (ROOT / "raspc").resolve():
-            return f"raspc imported from {where} (PYTHONPATH); repository HEAD {commit}"
+            marker = where.parent / "COMMIT"  # a `git archive` snapshot may name its commit there
+            snap = f" (a snapshot of commit {marker.read_text().strip()})" if marker.exists() else ""
+            return f"raspc imported from {where}{snap}"
         return commit + (" with uncommitted changes under raspc/" if dirty.stdout.strip() else "")
     except Exception:  # noqa: BLE001
         return "?"

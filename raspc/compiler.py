@@ -207,9 +207,10 @@ def compile_program(
     stop_at: str | None = None,
     on_pass: Callable[[ModulePass, ModuleOp], None] | None = None,
 ) -> tuple[ModuleOp, dict[str, ModuleOp]]:
-    """Front end + `pipeline`. Returns the final module and a snapshot per level it passed (the
-    traced rasp program, and the last module seen at craft and tensor). With `verify`, the trace is
-    checked against the evaluator and every pass's output against the trace."""
+    """Front end + `pipeline`. Returns the final module and snapshots: "rasp" (the traced program,
+    a copy) and the final level (the module itself). A level in between is what `compile_module`
+    gives from the traced program with `stop_at` (compilation is deterministic). With `verify`,
+    the trace is checked against the evaluator and every pass's output against the trace."""
     from raspc.lowering.program_to_rasp import program_to_rasp
 
     module = program_to_rasp(program, vocab, max_seq_len, compiler_bos, compiler_pad, causal)
@@ -221,16 +222,9 @@ def compile_program(
         verifier = Verifier(module, verify, program=program)
         verifier.check_program()
 
-    def record(p: ModulePass, mod: ModuleOp) -> None:
-        level = level_of(mod)
-        if level == "craft":  # clones share their attributes (the weights), so they are cheap
-            snapshots[level] = mod.clone()
-        if on_pass is not None:
-            on_pass(p, mod)
-
-    module = compile_module(module, pipeline, stop_at=stop_at, verifier=verifier, on_pass=record)
+    module = compile_module(module, pipeline, stop_at=stop_at, verifier=verifier, on_pass=on_pass)
     if level_of(module) != "rasp":
-        snapshots[level_of(module)] = module  # the final level: the module itself
+        snapshots[level_of(module)] = module
     return module, snapshots
 
 

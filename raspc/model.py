@@ -28,10 +28,12 @@ class ModelOutput:
 class CompiledModel:
     """A compiled RASP program: its IR at every level, the ONNX model, and an onnxruntime session."""
 
-    def __init__(self, module: ModuleOp, snapshots: dict[str, ModuleOp], program: rasp.SOp | None = None):
+    def __init__(self, module: ModuleOp, snapshots: dict[str, ModuleOp], program: rasp.SOp | None = None,
+                 pipeline: str = DEFAULT_PIPELINE):
         from raspc.lowering.tensor_to_onnx import tensor_to_onnx
 
         self.module = module
+        self.pipeline = pipeline
         self._snapshots = snapshots
         self._ir: dict[str, str] = {}
         self.program = program
@@ -41,11 +43,23 @@ class CompiledModel:
     # -- inspection ------------------------------------------------------
     def ir(self, level: str = "tensor") -> str:
         """IR text at `level`: "rasp" (as traced), "craft" (blocks, layers, layout) or "tensor"."""
-        if level not in self._snapshots:
-            raise PipelineError(f"no IR at level '{level}'; available: {', '.join(self._snapshots)}")
         if level not in self._ir:
-            self._ir[level] = str(self._snapshots[level])
+            self._ir[level] = str(self.module_at(level))
         return self._ir[level]
+
+    def module_at(self, level: str) -> ModuleOp:
+        """The module at `level` (an intermediate level is recompiled from the traced program, once:
+        compilation is deterministic, so it is the module the pipeline went through)."""
+        from raspc.compiler import LEVELS, compile_module, level_of
+
+        if level not in self._snapshots:
+            if level not in LEVELS or "rasp" not in self._snapshots:
+                raise PipelineError(f"no IR at level '{level}'; levels: {', '.join(LEVELS)}")
+            module = compile_module(self._snapshots["rasp"].clone(), self.pipeline, stop_at=level)
+            if level_of(module) != level:
+                raise PipelineError(f"the pipeline never reaches the {level} level: '{self.pipeline}'")
+            self._snapshots[level] = module
+        return self._snapshots[level]
 
     @property
     def residual_labels(self) -> list[str]:
@@ -117,4 +131,4 @@ def compile_rasp_to_model(
             f"the pipeline ends at the {level_of(module)} level; a model needs it to reach tensor "
             f"(end with ...,lower-craft-to-tensor). Pipeline: '{pipeline}'"
         )
-    return CompiledModel(module, snapshots, program)
+    return CompiledModel(module, snapshots, program, pipeline)

@@ -4,37 +4,54 @@ One generator serves both: it asks a `Chooser` for every decision. `programs()` 
 strategy (its chooser draws from hypothesis, so failures shrink); `generate_program(random.Random(s))`
 is its seeded twin for `benchmarks/fuzz_random_programs.py`.
 
-A generated program is a `GeneratedProgram`: the rasp s-op, its vocabulary (2-4 ints or strings),
-max_seq_len (2-6 by default), a causal flag, and its source as Python (`repr` shows it; `.script()` is
-an executable reproducer). Every random function is a small picklable object with a readable repr
-(`Table`, `Table2`, `Pred`, `Above`, `Affine`, `Pair`), never a lambda. Programs are DAGs (sub-s-ops
-are reused) of depth at most `max_depth` (one more when the program had to be made to read tokens),
-built top-down under a node budget so value sets, and so models, stay small.
+A generated program is a `GeneratedProgram`: the rasp s-op, its vocabulary (2-4 strings, ints or
+floats), max_seq_len (drawn from 2..6 by default, or from any (lo, hi) range), a causal flag, and its
+source as Python (`repr` shows it; `.script()` is an executable reproducer; `from_source` reads it
+back, which the fuzz script's shrinker uses). Every random function is a small picklable object
+with a readable repr (`CALLABLES`: `Table`, `Table2`, `Partial`, `FloorDiv`, `Str`, `TypeName`,
+`Np`, `Pred`, `Raw`, `NoneAware`, `Shift`, `Above`, `Affine`, `Pair`), never a lambda. Programs are
+DAGs (sub-s-ops are reused) of depth at most `max_depth` (one more when the program had to be made
+to read tokens; a tree of selector and/or/not counts as one level), built top-down under a node
+budget so value sets, and so models, stay small.
 
 Coverage (`features(gp)` names what a program contains; `ALL_FEATURES` is the full list):
 
 - leaves: tokens, indices, length, Full, ConstantSOp (check_length=True, so only inputs of its
   length evaluate; `random_inputs` favours those lengths), numerical indices / Full / ConstantSOp;
-- Map: categorical -> categorical (random table, outputs from int/str/bool pools, sometimes None;
-  sometimes simplify=False so maps are not fused), categorical -> numerical (negative outputs
-  too), numerical -> numerical (affine or table), numerical -> categorical (threshold or table);
+  float vocabularies ([0.1, 0.2, 0.7, 1.0], [0.5, 1.5, -2.0], ints and floats mixed);
+- Map: categorical -> categorical (random table, outputs from int/str/bool/float pools and a
+  mixed pool where 1, 1.0 and True are different values, sometimes None; sometimes simplify=False
+  so maps are not fused), `Str()` / `TypeName()` (which tell 1, 1.0 and True apart), categorical ->
+  numerical (negative, boolean, large: 1e9, -1e6, inexact: 0.1), numerical -> numerical (affine or
+  table), numerical -> categorical (threshold or table, often of a mean); any table function may
+  return numpy scalars (`Np`); `Partial` tables raise on some inputs (outside the domain), and
+  maps of maybe-None s-ops are only ever called on their non-None values, as the evaluator does;
 - SequenceMap: random tables over the operands' value sets (categorical or numerical result,
-  numerical operands too, sometimes the same operand twice), tuple-valued pairs;
-  LinearSequenceMap on numerical operands (and on categorical numbers);
-- Select with every Comparison (ordering ones only where keys and queries are comparable) or a
-  random predicate table; selector_and / selector_or / selector_not, both the simplifying
-  functions and the raw SelectorAnd / SelectorOr / SelectorNot classes, over selects with shared
-  or different keys and queries;
+  numerical operands too, sometimes the same operand twice), tuple-valued pairs, `FloorDiv`
+  (`12 // (x - y)`, raising where x == y); LinearSequenceMap on numerical operands (and on
+  categorical numbers), and of two means (often over one selector) with factors like 3 and -1;
+- Select with every Comparison (ordering ones only where keys and queries are comparable), a
+  random predicate table, `Shift(d)` (k == q - d); over keys or queries that can be None
+  (`Aggregate(Select(indices, indices, Shift(1)), x)`, None at position 0, and other maybe-None
+  s-ops), predicates that accept None (`NoneAware('EQ', query_none=True)` is
+  `lambda k, q: q is None or k == q`, `Raw('NEQ')` is `lambda k, q: k != q`, `Pred(...,
+  none_ok=True)`) or raise on it (Comparisons: outside the domain); numerical means as keys or
+  queries; selector trees of selector_and / selector_or / selector_not, the raw SelectorAnd /
+  SelectorOr / SelectorNot classes and the `&`, `|`, `~` operators, several levels deep, over
+  selects with shared or different keys and queries; in causal programs often Select(indices,
+  indices, cmp) under `~` (the rewrites run before the causal check);
 - Aggregate: categorical (mostly through "at most one position" selectors Select(indices, q, EQ),
-  optionally and-ed with anything; other selectors too, whose inputs that select several different
-  values are skipped by the checker since the evaluator's mean is not a categorical value) and
-  numerical (mean, default 0 or another number, rarely None);
+  optionally and-ed with anything; other selectors too: a mean of equal values is the evaluator's
+  `sum / n` (1, 1 -> 1.0), of different ones is outside the domain and skipped by the checker) and
+  numerical (mean, default 0, another number, 1e9, -1e6, rarely None);
 - SelectorWidth, categorical and numerical;
 - causal=True for some programs (the compiler must then equal `rasp.evaluate` or refuse).
 
-`check_program` is the property itself, shared by the test and the fuzz script. `KNOWN_BUGS` lists
-the compiler bugs found and not yet fixed (recognised by their exact symptom); `REGRESSIONS` the
-reproducers of those already fixed.
+`check_program` is the property itself, shared by the test and the fuzz script: compiling either
+raises a CompileError or gives a model whose answers equal the evaluator's (`same_output`, i.e.
+raspc.utils.values.same_result) on every input the evaluator accepts. `KNOWN_BUGS` lists the
+compiler bugs found and not yet fixed (recognised by their exact symptom); `REGRESSIONS` the
+reproducers of those already fixed (and the examples of the "exact on every input" issue).
 """
 
 from __future__ import annotations
@@ -136,7 +153,8 @@ class FloorDiv:
         self.c = c
 
     def __call__(self, x: Any, y: Any) -> Any:
-        return self.c // (x - y)
+        with np.errstate(divide="ignore"):  # numpy scalars give 0 there (and warn), Python numbers raise
+            return self.c // (x - y)
 
     def __repr__(self) -> str:
         return f"FloorDiv({self.c!r})"
@@ -1491,7 +1509,59 @@ def _repro_none_through_lsm() -> GeneratedProgram:
                "rasp.Map(Table({0: 0}, default=None), rasp.tokens), rasp.tokens, 1, 1)))", [0, 1], 2)
 
 
-KNOWN_BUGS: tuple[KnownBug, ...] = ()
+def _repro_lost_default() -> GeneratedProgram:
+    return _gp("rasp.numerical(rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.LT), "
+               "rasp.numerical(rasp.Map(Table({'y': 2}, default=1e9), rasp.tokens)), default=5))", ["y", "z"], 3)
+
+
+def _repro_empty_readout() -> GeneratedProgram:
+    return _gp("rasp.Aggregate(rasp.SelectorNot(rasp.SelectorNot(rasp.Select(rasp.tokens, rasp.tokens, "
+               "rasp.Comparison.FALSE))), rasp.tokens)", ["b"], 2)
+
+
+_BIG_LITERAL = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _lost_default(gp: GeneratedProgram, m: "Mismatch") -> bool:
+    """A numerical output that is ~0 where the evaluator gives something else, in a program that
+    holds a number of magnitude >= 1e7 (the symptom of `numerical-aggregate-loses-default`)."""
+    if not rasp.is_numerical(gp.program):
+        return False
+    if not any(abs(float(x)) >= 1e7 for x in _BIG_LITERAL.findall(gp.source())):
+        return False
+    bad = [(e, g) for e, g in zip(m.expected, m.got) if not same_output(e, g, True)]
+    return bool(bad) and all(isinstance(g, float) and abs(g) < 1e-6 for _, g in bad)
+
+
+def _repro_numpy_downstream() -> GeneratedProgram:
+    return _gp("rasp.SequenceMap(FloorDiv(12), rasp.Map(Np(Table({'a': 1, 'b': 2}, default=0)), rasp.tokens), "
+               "rasp.Map(Table({}, default=1), rasp.tokens))", ["a", "b"], 3)
+
+
+def _numpy_downstream(gp: GeneratedProgram, m: "Mismatch") -> bool:
+    """A program where a function returns numpy scalars and a later function behaves differently on
+    them than on the Python value (type(v).__name__ is 'int64', np.int64(1) // 0 is 0, not an error)."""
+    src = gp.source()
+    return "Np(" in src and ("TypeName()" in src or "FloorDiv(" in src)
+
+
+KNOWN_BUGS: tuple[KnownBug, ...] = (
+    KnownBug("numpy-scalars-normalised-too-early",
+             "functions after one that returns numpy scalars are tabulated on the plain Python values, "
+             "but the evaluator passes them the numpy scalars: Map(type-name) of an np.int64 answers 'int' "
+             "(evaluator 'int64'), and 12 // (np.int64(1) - 1) answers None (evaluator np.int64(0), numpy "
+             "does not raise)", _repro_numpy_downstream, explains=_numpy_downstream),
+    KnownBug("numerical-aggregate-loses-default",
+             "a numerical Aggregate whose source takes values ~1e7 apart in ratio (2 and 3e7, 2 and 1e9) "
+             "answers ~0 instead of its default where nothing is selected",
+             _repro_lost_default, explains=_lost_default),
+    KnownBug("empty-selector-readout",
+             "an Aggregate over a selector that never selects, written so the analysis cannot see it "
+             "(not(not(FALSE))), crashes lower-craft-to-tensor instead of being refused "
+             "('the output is None at every position')",
+             _repro_empty_readout, error="IRError", message="categorical readout needs at least one dim",
+             frame=r"compiler\.py:compile_module"),
+)
 
 
 @dataclass(frozen=True)
@@ -1542,7 +1612,7 @@ REGRESSIONS: tuple[Regression, ...] = (
     # the issue "exact on every input": each compiles, and answers like the evaluator
     Regression("none-key-custom-predicate", lambda: _gp(
         f"rasp.SelectorWidth(rasp.Select({_PREV}, rasp.tokens, lambda k, q: k != q))", ["a", "b"], 4),
-        inputs=(["a"], ["a", "b", "a"]), expected=([1], [1, 2, 1]), must_compile=True),
+        inputs=(["a"], ["a", "b", "a"]), expected=([1], [2, 2, 2]), must_compile=True),
     Regression("categorical-mean-of-equal-ints-is-float", lambda: _gp(
         "rasp.Map(str, rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.tokens))",
         [1, 2], 4), inputs=([1, 1], [2]), expected=(["1.0", "1.0"], ["2"]), must_compile=True),

@@ -1,14 +1,19 @@
 """Random well-typed RASP programs: the compiled ONNX model equals `rasp.evaluate`, or compilation
 refuses with a CompileError.
 
-The generator (tests/strategies.py) covers every primitive in both encodings, depth up to 6, vocabularies
-of 2-4 ints or strings, max_seq_len 2-6 and causal compiles. For each program, ~20 random inputs run in
-one `apply_batch` call; inputs the evaluator rejects (it raises, or a categorical Aggregate averages
-different values) are skipped. Any other exception from the compiler, or any differing output, is a
-compiler bug. Bugs already known are recognised by their exact symptom (`KNOWN_BUGS`) and each has its
-own reproducer test below, which fails loudly once the bug is fixed (then delete its entry).
+The generator (tests/strategies.py) covers every primitive in both encodings, depth up to 6,
+vocabularies of 2-4 strings, ints or floats, max_seq_len 2-6 and causal compiles, and what the
+"exact on every input" issue is about: None keys and queries with predicates that accept None,
+1 / 1.0 / True as different values, numpy scalars, means feeding comparisons, large defaults,
+linear maps of means, functions that raise on some inputs, deep selector trees. For each program,
+~20 random inputs run in one `apply_batch` call; inputs the evaluator rejects (it raises, or a
+categorical Aggregate averages different values) are skipped. Any other exception from the
+compiler, or any differing output (raspc.utils.values.same_result), is a compiler bug. Bugs already
+known are recognised by their exact symptom (`KNOWN_BUGS`) and each has its own reproducer test
+below, which fails loudly once the bug is fixed (then move it to REGRESSIONS).
 
-Settings: 60 examples, derandomized (deterministic CI), no deadline. With HYPOTHESIS_PROFILE set (a
+Settings: 60 hypothesis examples, derandomized (deterministic CI), no deadline, plus 40 seeded
+programs of the fuzz script's distribution (max_seq_len 2-10). With HYPOTHESIS_PROFILE set (a
 profile loaded by conftest.py), the profile's max_examples / derandomize apply instead;
 RASPC_RANDOM_PROGRAMS=N overrides the number of examples. The long run is
 benchmarks/fuzz_random_programs.py.
@@ -64,12 +69,31 @@ def test_compiled_model_equals_evaluator_or_compile_refuses(gp: S.GeneratedProgr
         event(f"known bug: {bug.id}")
         return
     note(S.describe(gp, outcome))
+    _check_or_known_bug(gp, outcome)
+
+
+def _check_or_known_bug(gp: S.GeneratedProgram, outcome: S.Outcome) -> None:
+    if outcome.status in ("ok", "refused") or S.known_bug(gp, outcome) is not None:
+        return
     if outcome.status == "crashed":
         assert outcome.error is not None
         raise AssertionError(
             f"compilation raised {S.crash_signature(outcome.error)} (not a CompileError):\n{S.describe(gp, outcome)}"
         ) from outcome.error
     raise AssertionError("the compiled model differs from rasp.evaluate:\n" + S.describe(gp, outcome))
+
+
+SEEDED_PROGRAMS = 40
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_seeded_random_programs(chunk: int) -> None:
+    """The fuzz script's distribution (bigger programs than hypothesis draws, max_seq_len 2-10):
+    programs 'test:0' .. 'test:39' (in 4 chunks, for xdist)."""
+    for i in range(chunk, SEEDED_PROGRAMS, 4):
+        gp = S.generate_program(random.Random(f"test:{i}"), max_depth=6, max_seq_len=(2, 10))
+        outcome = S.check_program(gp, S.random_inputs(gp, random.Random(f"test:{i}:inputs"), N_INPUTS))
+        _check_or_known_bug(gp, outcome)
 
 
 # --------------------------------------------------------------------------- known bugs
