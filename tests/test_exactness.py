@@ -175,3 +175,16 @@ def test_a_causal_compile_sees_the_selector_after_it_is_simplified() -> None:
     ones = rasp.numerical(rasp.Map(lambda t: 1 if t == "a" else 0, tokens))
     not_after = rasp.SelectorNot(rasp.Select(indices, indices, Cmp.GT))  # LEQ
     exhaustive(rasp.numerical(rasp.Aggregate(not_after, ones, default=0)), ["a", "b"], 4, causal=True)
+
+
+def test_one_ulp_twins_feeding_a_numerical_output_need_no_refusal() -> None:
+    twins = rasp.numerical(rasp.Map(lambda t: 0.3 if t == "a" else 0.1 + 0.2, tokens))  # 0.3, 0.30000000000000004
+    mean = rasp.numerical(rasp.Aggregate(rasp.Select(indices, indices, Cmp.EQ), twins, default=0))
+    exhaustive(rasp.numerical(rasp.Map(lambda x: 2 * x - 1, mean)), ["a", "b"], 3)
+
+
+def test_twins_a_function_tells_apart_are_refused_with_both_values_shown() -> None:
+    twins = rasp.numerical(rasp.Map(lambda t: 0.3 if t == "a" else 0.1 + 0.2, tokens))
+    mean = rasp.numerical(rasp.Aggregate(rasp.Select(indices, indices, Cmp.EQ), twins, default=0))
+    with pytest.raises(UnsupportedError, match=r"0\.3 and 0\.30000000000000004"):
+        compile_rasp_to_model(rasp.Map(lambda x: x == 0.3, mean), ["a", "b"], 3)
