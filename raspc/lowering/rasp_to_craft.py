@@ -173,6 +173,18 @@ def _numerical_points(op: R.RaspOp, xs: Sequence[Value], outputs: Sequence[Any])
     return keys, filled
 
 
+def _categorical_lookup(op: R.RaspOp, in_dirs: Sequence[str], results: Sequence[tuple[bool, Value]],
+                        out_t: R.SOpType, out_dirs: Sequence[str], bos: Mapping[str, float]) -> M.MlpBlock:
+    """The MLP of a function of one categorical input, given (found, f(v)) per input direction
+    (a missing entry is outside the domain: no output)."""
+    if out_t.is_categorical:
+        out_index = ValueIndex(out_t.non_none_values)
+        table = [out_index.get(out) if found and out is not None else None for found, out in results]
+        return M.lookup_mlp(op.label_str, in_dirs, out_dirs, table, bos)
+    outputs = [float(out) if found else 0.0 for found, out in results]
+    return M.categorical_to_numerical_mlp(op.label_str, in_dirs, out_dirs[0], outputs, bos)
+
+
 class MapToMlp(_Lowering):
     """map -> lookup MLP (categorical input) or discretising MLP (numerical input)."""
 
@@ -187,14 +199,8 @@ class MapToMlp(_Lowering):
         out_index = ValueIndex(out_t.non_none_values)
         bos = _bos_of([x])
         if in_t.is_categorical:
-            in_vals = in_t.non_none_values
-            results = [op.fn.get(v) for v in in_vals]
-            if out_t.is_categorical:
-                table = [out_index.get(out) if found and out is not None else None for found, out in results]
-                block = M.lookup_mlp(op.label_str, C.space_labels(x), out_dirs, table, bos)
-            else:
-                outputs = [float(out) if found else 0.0 for found, out in results]
-                block = M.categorical_to_numerical_mlp(op.label_str, C.space_labels(x), out_dirs[0], outputs, bos)
+            results = [op.fn.get(v) for v in in_t.non_none_values]
+            block = _categorical_lookup(op, C.space_labels(x), results, out_t, out_dirs, bos)
         else:
             if in_t.value_set is None:
                 raise _fail(op, "its numerical input has no finite value set to discretise")
@@ -231,12 +237,7 @@ class SequenceMapToMlp(_Lowering):
         a_vals, b_vals = a_t.non_none_values, b_t.non_none_values
         if op.fst == op.snd:  # f(x, x): a lookup on the diagonal
             results = [op.fn.get(v, v) for v in a_vals]
-            if out_t.is_categorical:
-                table = [out_index.get(out) if found and out is not None else None for found, out in results]
-                block = M.lookup_mlp(op.label_str, C.space_labels(x), out_dirs, table, bos)
-            else:
-                outputs = [float(out) if found else 0.0 for found, out in results]
-                block = M.categorical_to_numerical_mlp(op.label_str, C.space_labels(x), out_dirs[0], outputs, bos)
+            block = _categorical_lookup(op, C.space_labels(x), results, out_t, out_dirs, bos)
             mlp = self.mlp_op(block, [x], out_space, op)
             self.replace(rewriter, op, [mlp], mlp.res)
             return
