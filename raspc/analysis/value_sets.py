@@ -446,10 +446,22 @@ def infer_program(program: R.ProgramOp, *, keep: Callable[[Operation], bool] | N
             fact = fn(op, facts, ctx)
             res = op.res if keep is not None and keep(op) else set_type(op.res, fact.to_type())
             facts[res] = fact
+    out = program.body.block.last_op
+    if isinstance(out, R.OutputOp) and out.inp in facts:
+        check_output(out.inp, facts[out.inp])
     return facts
 
 
+def check_output(value: SSAValue, fact: SOpFacts) -> None:
+    """Refuses a program whose output has no value at all (None everywhere)."""
+    if fact.encoding == CATEGORICAL and not fact.non_none:
+        owner = value.owner
+        raise UnsupportedError("the output is None at every position (its value set is empty)",
+                               label=owner.label_str if isinstance(owner, R.RaspOp) else None,
+                               source=owner.src_str if isinstance(owner, R.RaspOp) else None)
+
+
 __all__ = [
-    "SOpFacts", "transfer", "infer_op", "infer_program", "possible_means", "MAX_CATEGORICAL_VALUES",
+    "SOpFacts", "transfer", "infer_op", "infer_program", "check_output", "possible_means", "MAX_CATEGORICAL_VALUES",
     "MAX_NUMERICAL_VALUES",
 ]

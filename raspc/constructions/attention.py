@@ -11,9 +11,8 @@ query direction against the `bos` key direction:
 - selector width: BOS level with a match, so BOS receives 1/(w+1) of the attention.
 
 What key and value spaces hold at BOS (earlier heads' `bos_value`s) is compensated, so BOS's
-score and value are exactly the ones asked for. The sharpness (`scale`) is per head, sized so
-that what leaks to keys scored half a unit lower stays below `leak` (and, for a numerical
-aggregate, below float32 rounding of the values it averages).
+score and value are exactly the ones asked for. The sharpness (`scale`) puts keys scored half a
+unit lower 104 nats down, where float32's exp is exactly 0: no weight leaks to them at all.
 """
 
 from __future__ import annotations
@@ -27,15 +26,16 @@ import numpy as np
 from raspc.constructions.sparse import Sparse
 
 
+# float32's exp underflows to exactly 0 below -103.97: a key scored this far below the best gets
+# no weight at all, in numpy and in onnxruntime alike.
+FLOAT32_EXP_UNDERFLOW = 104.0
+
+
 def head_scale(max_seq_len: int, leak: float) -> float:
-    """Inverse temperature so that keys half a unit below the best get < `leak` weight in total."""
-    return 2.0 * (math.log(max_seq_len + 1) + math.log(1.0 / leak))
-
-
-def value_leak(leak: float, magnitude: float) -> float:
-    """The leak a numerical aggregate can afford: below float32 rounding of values up to `magnitude`
-    (a default of 1e9 must not move a selected value of 1)."""
-    return min(leak, 2.0**-26 / max(1.0, magnitude))
+    """Inverse temperature: keys half a unit below the best get exactly 0 weight in float32 (so a
+    default of 1e9 never leaks into a selected 1, and a one-hot stays one-hot), and in any case
+    less than `leak` in total."""
+    return max(2.0 * FLOAT32_EXP_UNDERFLOW, 2.0 * (math.log(max_seq_len + 1) + math.log(1.0 / leak)))
 
 
 @dataclass(frozen=True)
@@ -142,4 +142,4 @@ def selection_head(
     return HeadBlock(label, w_qk, ov, scale, {k: v for k, v in bos_value.items() if v})
 
 
-__all__ = ["head_scale", "value_leak", "Leaf", "HeadBlock", "conjunction_scores", "selection_head"]
+__all__ = ["head_scale", "FLOAT32_EXP_UNDERFLOW", "Leaf", "HeadBlock", "conjunction_scores", "selection_head"]

@@ -243,9 +243,12 @@ def discretising_mlp(label: str, x_dir: str, xs: Sequence[float], outputs: Seque
 
 
 def linear_mlp(label: str, factors: Mapping[str, float], signs: Mapping[str, tuple[bool, bool]], out_dir: str,
-               bos_content: Mapping[str, float]) -> MlpBlock:
-    """sum of factor * x over numerical directions, through relu(+x) and relu(-x) (only the signs x takes)."""
+               bos_content: Mapping[str, float], bias: float = 0.0) -> MlpBlock:
+    """bias + sum of factor * x over numerical directions, through relu(+x) and relu(-x) (only the
+    signs x takes): exact, with no rounding but the products' own."""
     mlp = MlpBuilder(label)
+    if bias:
+        mlp.add_output_bias({out_dir: bias})
     for d, fac in factors.items():
         can_pos, can_neg = signs[d]
         if can_pos:
@@ -253,6 +256,17 @@ def linear_mlp(label: str, factors: Mapping[str, float], signs: Mapping[str, tup
         if can_neg:
             mlp.neuron(f"-{d}", {d: -1.0}, 0.0, {out_dir: -fac})
     return mlp.finish(bos_content)
+
+
+def affine_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """(a, b) with y = a * x + b at every point (up to float64 rounding), or None."""
+    if len(xs) < 2:
+        return None
+    a = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
+    b = ys[0] - a * xs[0]
+    if all(abs(a * x + b - y) <= 2.0**-40 * max(1.0, abs(y), abs(a * x)) for x, y in zip(xs, ys)):
+        return a, b
+    return None
 
 
 def width_mlp(label: str, share_dir: str, widths: Sequence[int], outputs: Sequence[Mapping[str, float]],
@@ -281,5 +295,5 @@ def mean_type_mlp(label: str, selected_dirs: Sequence[str], share_dir: str, widt
 
 __all__ = [
     "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
-    "add_discretisation", "noise_of", "linear_mlp", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
+    "add_discretisation", "noise_of", "linear_mlp", "affine_fit", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
 ]

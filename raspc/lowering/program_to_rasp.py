@@ -17,8 +17,10 @@ Tabulation follows the evaluator:
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any, Callable, Iterable, Sequence
+import warnings
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 from xdsl.context import Context
@@ -27,7 +29,7 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
 
 from raspc import rasp
-from raspc.analysis.value_sets import SOpFacts, set_type, transfer
+from raspc.analysis.value_sets import SOpFacts, check_output, set_type, transfer
 from raspc.dialects import rasp as R
 from raspc.dialects.common import CATEGORICAL, NUMERICAL, InputSpec, check_input_spec
 from raspc.errors import CompileError, UnsupportedError, ValueSetError, VocabError
@@ -85,6 +87,9 @@ class _Tracer:
         self.ops: list[Operation] = []
         self.values: dict[int, SSAValue] = {}
         self.facts: dict[SSAValue, SOpFacts] = {}
+        # numpy scalars a function returned, by expression and plain value: what the evaluator
+        # passes the next function instead of the plain value
+        self.raw: dict[int, dict[Hashable, list[Any]]] = {}
 
     # -- helpers ---------------------------------------------------------
     def fail(self, expr: rasp.RASPExpr, message: str, cls: type[CompileError] = UnsupportedError) -> CompileError:
@@ -120,29 +125,68 @@ class _Tracer:
 
     def tabulate(
         self, expr: rasp.RASPExpr, f: Callable[..., Any], arg_facts: Sequence[SOpFacts],
-        rows: Iterable[tuple[Value, ...]], numerical_out: bool,
+        rows: Iterable[tuple[Value, ...]], numerical_out: bool, args_from: Sequence[rasp.RASPExpr] = (),
     ) -> list[tuple[tuple[Value, ...], Any]]:
-        """(args, f(args)) for every row where f answers; rows where it raises are outside the domain."""
+        """(args, f(args)) for every row where f answers; rows where it raises are outside the domain.
+
+        Where an argument came from a function that returned a numpy scalar, the evaluator passes f
+        that scalar, not the plain value raspc stores: f must answer the same for both."""
+        raws = [self.raw.get(id(e), {}) for e in args_from]
+        out_raw: dict[Hashable, list[Any]] = {}
         entries: list[tuple[tuple[Value, ...], Any]] = []
         first_error: tuple[tuple[Value, ...], Exception] | None = None
         n_rows = 0
-        for args in rows:
-            n_rows += 1
-            try:
-                raw = f(*args)
-            except Exception as exc:  # noqa: BLE001 - the evaluator raises here too: outside the domain
-                if first_error is None:
-                    first_error = (args, exc)
-                continue
-            out = self.clean(expr, raw, args)
-            self.check_stable(expr, f, args, arg_facts, out, numerical_out)
-            entries.append((args, out))
+        with warnings.catch_warnings():  # a user's function may warn on values outside its domain
+            warnings.simplefilter("ignore")
+            for args in rows:
+                n_rows += 1
+                try:
+                    result = f(*args)
+                except Exception as exc:  # noqa: BLE001 - the evaluator raises here too: outside the domain
+                    result = exc
+                for variant in self.raw_variants(args, raws):
+                    self.check_raw_alike(expr, f, result, variant)
+                if isinstance(result, Exception):
+                    first_error = first_error or (args, result)
+                    continue
+                out = self.clean(expr, result, args)
+                if type(result) is not type(out):  # a numpy scalar: the evaluator passes it on as it is
+                    out_raw.setdefault(identity(out), []).append(result)
+                self.check_stable(expr, f, args, arg_facts, out, numerical_out)
+                entries.append((args, out))
+        if out_raw:
+            self.raw[id(expr)] = out_raw
         if n_rows and not entries:
             args, exc = first_error  # type: ignore[misc]
             shown = ", ".join(format_value(a) for a in args)
             raise self.fail(expr, f"function raised {type(exc).__name__}: {exc} on every input value, e.g. ({shown})",
                             ValueSetError) from exc
         return entries
+
+    @staticmethod
+    def raw_variants(args: tuple[Value, ...], raws: Sequence[dict[Hashable, list[Any]]]) -> list[tuple[Any, ...]]:
+        """The argument tuples the evaluator may really pass: numpy scalars in place of plain values."""
+        if not any(raws):
+            return []
+        options = [[a, *raws[i].get(identity(a), [])] if i < len(raws) else [a] for i, a in enumerate(args)]
+        return [v for v in itertools.product(*options) if any(x is not a for x, a in zip(v, args))]
+
+    def check_raw_alike(self, expr: rasp.RASPExpr, f: Callable[..., Any], result: Any, variant: tuple[Any, ...]) -> None:
+        try:
+            other: Any = f(*variant)
+        except Exception as exc:  # noqa: BLE001
+            other = exc
+        same = (isinstance(result, Exception) and isinstance(other, Exception)) or (
+            not isinstance(result, Exception) and not isinstance(other, Exception)
+            and _normalized_identity(result) == _normalized_identity(other))
+        if not same:
+            shown = ", ".join(repr(v) for v in variant)
+            raise self.fail(
+                expr,
+                f"the function answers {_describe(other)} for ({shown}), which an earlier function returned as numpy "
+                f"scalars, but {_describe(result)} for their plain values; raspc computes with plain Python values, "
+                "so it cannot follow a function that tells them apart",
+            )
 
     def clean(self, expr: rasp.RASPExpr, value: Any, args: Sequence[Value]) -> Value:
         try:
@@ -232,7 +276,8 @@ class _Tracer:
 
     def map(self, expr: rasp.Map, c: dict[str, Any]) -> None:
         inp = self.finite(expr.inner, expr, "input")
-        entries = self.tabulate(expr, expr.f, [inp], ((v,) for v in inp.non_none), rasp.is_numerical(expr))
+        entries = self.tabulate(expr, expr.f, [inp], ((v,) for v in inp.non_none), rasp.is_numerical(expr),
+                                [expr.inner])
         self.emit(expr, R.MapOp(self.value(expr.inner), _encoding(expr), R.TableAttr.of(entries), **c))
 
     def sequence_map(self, expr: rasp.SequenceMap, c: dict[str, Any]) -> None:
@@ -241,7 +286,8 @@ class _Tracer:
             for fac in (expr.fst_fac, expr.snd_fac):
                 if type(fac) not in (int, float, bool) or not math.isfinite(fac):
                     raise self.fail(expr, f"LinearSequenceMap factor {fac!r} is not a finite number", ValueSetError)
-            self.emit(expr, R.LinearSequenceMapOp(fst, snd, expr.fst_fac, expr.snd_fac, **c))
+            res = self.emit(expr, R.LinearSequenceMapOp(fst, snd, expr.fst_fac, expr.snd_fac, **c))
+            self.pass_raw_on(expr, [expr.fst, expr.snd], res)
             return
         a = self.finite(expr.fst, expr, "first input")
         b = self.finite(expr.snd, expr, "second input")
@@ -252,7 +298,7 @@ class _Tracer:
                 raise self.fail(expr, f"input value sets {len(a.non_none)} x {len(b.non_none)} are too large to "
                                       "tabulate", ValueSetError)
             rows = ((x, y) for x in a.non_none for y in b.non_none)
-        entries = self.tabulate(expr, expr.f, [a, b], rows, rasp.is_numerical(expr))
+        entries = self.tabulate(expr, expr.f, [a, b], rows, rasp.is_numerical(expr), [expr.fst, expr.snd])
         self.emit(expr, R.SequenceMapOp(fst, snd, _encoding(expr), R.TableAttr.of(entries), **c))
 
     def select(self, expr: rasp.Select, c: dict[str, Any]) -> None:
@@ -273,7 +319,8 @@ class _Tracer:
         m = np.full((len(qv), len(kv)), -1, np.int8)
         rows = [(k, q) for q in qv for k in kv]
         index = {(identity(k), identity(q)): (i, j) for i, q in enumerate(qv) for j, k in enumerate(kv)}
-        entries = self.tabulate(expr, lambda k, q: bool(pred(k, q)), [keys, queries], rows, False)
+        entries = self.tabulate(expr, lambda k, q: bool(pred(k, q)), [keys, queries], rows, False,
+                                [expr.keys, expr.queries])
         for (k, q), out in entries:
             i, j = index[(identity(k), identity(q))]
             m[i, j] = 1 if out else 0
@@ -285,7 +332,36 @@ class _Tracer:
             raise self.fail(expr, f"aggregate is {_encoding(expr)} but its input '{self.labels[id(inner)]}' is "
                                   f"{_encoding(inner)}; annotate both the same way")
         default = self.clean(expr, expr.default, ())
-        self.emit(expr, R.AggregateOp(self.value(expr.selector), self.value(inner), default, **c))
+        res = self.emit(expr, R.AggregateOp(self.value(expr.selector), self.value(inner), default, **c))
+        self.pass_raw_on(expr, [inner], res)
+
+    def pass_raw_on(self, expr: rasp.RASPExpr, inputs: Sequence[rasp.RASPExpr], res: SSAValue) -> None:
+        """Numpy scalars flow on through means and linear maps: one selected value is itself, a sum
+        with a numpy scalar in it is one (np.float64 for a mean, np.int64 for ints)."""
+        src = [self.raw.get(id(e), {}) for e in inputs]
+        if not any(src):
+            return
+        out: dict[Hashable, list[Any]] = {}
+        for v in self.facts[res].non_none:
+            key = identity(v)
+            passed = [r for raw in src for r in raw.get(key, [])]
+            if type(v) is float:
+                passed.append(np.float64(v))
+            elif type(v) is int:
+                passed.append(np.int64(v))
+            out[key] = passed
+        self.raw[id(expr)] = out
+
+
+def _normalized_identity(v: Any) -> Any:
+    try:
+        return identity(normalize(v))
+    except UnsupportedValue:
+        return ("unsupported", repr(v))
+
+
+def _describe(v: Any) -> str:
+    return f"{type(v).__name__} ({v})" if isinstance(v, Exception) else repr(v)
 
 
 class _Raised:
@@ -347,9 +423,7 @@ def program_to_rasp(
     tracer = _Tracer(spec, labels)
     for expr in order:
         tracer.trace(expr)
-    out_fact = tracer.fact(program)
-    if not out_fact.non_none and out_fact.encoding == CATEGORICAL:
-        raise tracer.fail(program, "the output is None at every position (its value set is empty)")
+    check_output(tracer.value(program), tracer.fact(program))
     container = R.ProgramOp.wrap(spec, [*tracer.ops, R.OutputOp(tracer.value(program))])
     module = ModuleOp([container])
     # copies of tokens/indices (from .named/numerical) become one op each

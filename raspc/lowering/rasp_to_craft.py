@@ -37,7 +37,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from raspc.analysis.selectors import is_conjunction, operand_matrix, selector_leaves
+from raspc.analysis.selectors import is_conjunction, operand_matrix, selector_leaves, width_bounds
 from raspc.constructions import attention as A
 from raspc.constructions import mlp as M
 from raspc.constructions.sparse import Sparse
@@ -215,8 +215,13 @@ class MapToMlp(_Lowering):
                 else:
                     outputs.append({out_dirs[0]: float(out)})
             points, outs = _numerical_points(op, xs, outputs)
-            block = M.discretising_mlp(op.label_str, C.space_labels(x)[0], points, outs, bos,
-                                       noise=M.noise_of(points))
+            x_dir = C.space_labels(x)[0]
+            fit = None if out_t.is_categorical else M.affine_fit(points, [o[out_dirs[0]] if o else 0.0 for o in outs])
+            if fit is not None:  # a * x + b on the whole value set: linear, exact, however close the values
+                signs = {x_dir: (any(p > 0 for p in points), any(p < 0 for p in points))}
+                block = M.linear_mlp(op.label_str, {x_dir: fit[0]}, signs, out_dirs[0], bos, bias=fit[1])
+            else:
+                block = M.discretising_mlp(op.label_str, x_dir, points, outs, bos, noise=M.noise_of(points))
         mlp = self.mlp_op(block, [x], out_space, op)
         self.replace(rewriter, op, [mlp], mlp.res)
 
@@ -371,12 +376,12 @@ class SelectAggregateToAttentionHead(_Lowering):
         res_t, src_t = op.result_type, R.sop_type(op.sop)
         out_space = craft_type(op.label_str, res_t)
         default = op.default.data
+        never_empty = width_bounds(op.selector, spec.max_seq_len)[0] >= 1
         key_bos = {**_bos_of(sel.keys), "one": 1.0}
         if not res_t.is_categorical:
-            if default is None or default not in ValueIndex(res_t.value_set or ()):
-                default = 0  # never empty: BOS's value is never read
-            magnitude = max([abs(float(v)) for v in src_t.value_set or ()] + [abs(float(default))])
-            scale = A.head_scale(spec.max_seq_len, A.value_leak(self.leak, magnitude))
+            if default is None or never_empty:
+                default = 0  # BOS's value is never read
+            scale = A.head_scale(spec.max_seq_len, self.leak)
             out_dir = out_space.labels[0]
             head = A.selection_head(op.label_str, sel.scores, sel.n_conjuncts, 0.5, key_bos,
                                     {(C.space_labels(src)[0], out_dir): 1.0}, _bos_of([src]),
@@ -387,8 +392,8 @@ class SelectAggregateToAttentionHead(_Lowering):
         scale = A.head_scale(spec.max_seq_len, self.leak)
         res_index = ValueIndex(res_t.non_none_values)
         src_vals = [v for v in src_t.non_none_values if v in res_index]  # others are never selected
-        if default is not None and default not in res_index:
-            default = None  # never empty
+        if never_empty:
+            default = None  # BOS's value is never read
         plain = ValueIndex([*src_vals, *([] if default is None else [default])])
         if all(v in plain for v in res_t.non_none_values):
             out_dirs = out_space.labels
@@ -406,14 +411,13 @@ class SelectAggregateToAttentionHead(_Lowering):
                           scale: float) -> tuple[list[Operation], SSAValue]:
         """The evaluator's mean of k equal numbers v is `sum([v] * k) / k`: v itself for k = 1, a float
         (1 -> 1.0) for more. One head selects v, one measures the width, an MLP writes the typed mean."""
-        from raspc.analysis.selectors import width_bounds
         from raspc.utils.values import evaluator_mean
 
         spec = _program(op).spec
         res_t, src_t = op.result_type, R.sop_type(op.sop)
         default = op.default.data
-        if default is not None and default not in ValueIndex(res_t.non_none_values):
-            default = None  # never empty
+        if width_bounds(op.selector, spec.max_seq_len)[0] >= 1:
+            default = None  # never empty: BOS's value is never read
         selected_vals = list(src_t.non_none_values)
         if default is not None and default not in ValueIndex(selected_vals):
             selected_vals.append(default)
