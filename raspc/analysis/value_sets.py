@@ -322,18 +322,24 @@ def possible_means(values: Sequence[Value], lo: int, hi: int, bound: int) -> tup
     base = ints[0]
     offsets = np.array([i - base for i in ints], dtype=np.int64)
     span = int(offsets[-1])
-    if span * hi > 50_000_000:
-        return None, exact
+    dense = span * hi <= 4_000_000  # a bitset over every reachable sum; else the sums as a sparse set
     step = np.zeros(span + 1, dtype=bool)
-    step[offsets] = True
-    reach = np.ones(1, dtype=bool)  # the sum of 0 values (sums are shifted by k * base)
+    if dense:
+        step[offsets] = True
+    reach = np.ones(1, dtype=bool)
+    sparse = np.zeros(1, dtype=np.int64)  # the sum of 0 values (sums are shifted by k * base)
     total = 0
     floats: list[np.ndarray] = []
     for k in range(1, hi + 1):
-        reach = _sumset(reach, step, offsets)
+        if dense:
+            reach = _sumset(reach, step, offsets)
+        else:
+            sparse = np.unique((sparse[:, None] + offsets[None, :]).ravel())
+            if sparse.size > bound * 4:
+                return None, exact
         if k < max(lo, 2):
             continue
-        sums = np.nonzero(reach)[0].astype(np.int64) + k * base  # scaled sums
+        sums = (np.nonzero(reach)[0].astype(np.int64) if dense else sparse) + k * base  # scaled sums
         total += sums.size
         if total > bound * 4:
             return None, exact

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from raspc.errors import UnsupportedError
 
@@ -180,12 +180,17 @@ def tuple_mlp(label: str, parts: Sequence[tuple[Sequence[str], bool]], tuples: S
 # --------------------------------------------------------------------------- numerical inputs
 
 
+Noise = float | Callable[[float, float], float]  # absolute, or per pair of neighbouring values
+
+
 def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: Mapping[str, float], tag: str,
-                  noise: float, gate: tuple[str, float] | None = None) -> None:
+                  noise: Noise, gate: tuple[str, float] | None = None) -> None:
     """Adds delta_out * clamp((x - t0) / (t1 - t0), 0, 1) with t0, t1 a quarter of the gap inside
     [lo, hi]: exactly 0 near lo and exactly delta_out near hi, so noise of up to a quarter gap in x
     never reaches the output. With `gate = (g, M)` the ramp is shifted down by M(1 - g): off unless g = 1."""
     flo, fhi = simple_fraction(lo), simple_fraction(hi)
+    if callable(noise):
+        noise = noise(lo, hi)
     if (fhi - flo) / 4 <= noise or hi - lo <= 2.0**-40 * max(abs(lo), abs(hi)):
         raise UnsupportedError(
             f"'{x_dir}' takes values {lo!r} and {hi!r}, which a float32 transformer cannot tell apart "
@@ -204,7 +209,7 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
 
 
 def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
-                       noise: float, tag: str = "", gate: tuple[str, float] | None = None) -> None:
+                       noise: Noise, tag: str = "", gate: tuple[str, float] | None = None) -> None:
     """Units equal to outputs[i] at x = xs[i] (xs strictly ascending): outputs[0] as a constant plus a
     ramp wherever the output changes. Ungated, the constant becomes an output bias."""
     if gate is None:
@@ -230,12 +235,19 @@ def _same_output(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
 
 
 def noise_of(xs: Sequence[float]) -> float:
-    """The absolute noise a float32 model may add to a direction taking the values `xs`."""
+    """The absolute noise a float32 model may add to a direction taking the values `xs` when it is
+    computed from them (a mean, a sum of units): relative to the largest of them."""
     return RELATIVE_NOISE * max((abs(x) for x in xs), default=0.0)
 
 
+def exact_value_noise(lo: float, hi: float) -> float:
+    """The noise of a direction that holds its value as written (an embedding): float32 rounding of
+    the two values themselves."""
+    return 2.0**-22 * max(abs(lo), abs(hi))
+
+
 def discretising_mlp(label: str, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
-                     bos_content: Mapping[str, float], noise: float | None = None) -> MlpBlock:
+                     bos_content: Mapping[str, float], noise: Noise | None = None) -> MlpBlock:
     """Numerical -> anything: an MLP equal to outputs[i] at x = xs[i] (xs strictly ascending)."""
     mlp = MlpBuilder(label)
     add_discretisation(mlp, x_dir, xs, outputs, noise_of(xs) if noise is None else noise)
@@ -295,5 +307,5 @@ def mean_type_mlp(label: str, selected_dirs: Sequence[str], share_dir: str, widt
 
 __all__ = [
     "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
-    "add_discretisation", "noise_of", "linear_mlp", "affine_fit", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
+    "add_discretisation", "noise_of", "exact_value_noise", "linear_mlp", "affine_fit", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
 ]

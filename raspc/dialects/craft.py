@@ -206,15 +206,25 @@ class SparseMatrixAttr(Data[tuple[tuple[str, ...], tuple[str, ...], bytes]]):
     def as_dict(self) -> dict[tuple[str, str], float]:
         return {(r, c): v for r, c, v in self.entries()}
 
-    def dense(self, row_index: dict[str, int], n_rows: int, col_index: dict[str, int], n_cols: int) -> np.ndarray:
-        """float64 [n_rows, n_cols] with the entries at their labels' positions (repeats add up)."""
-        rows, cols, values = self.arrays
-        r = np.array([row_index[x] for x in self.row_labels], np.int64)
-        c = np.array([col_index[x] for x in self.col_labels], np.int64)
-        out = np.zeros((n_rows, n_cols), np.float64)
-        if values.size:
-            np.add.at(out, (r[rows], c[cols]), values)
+    def dense(self, row_index: dict[str, int], n_rows: int, col_index: dict[str, int], n_cols: int,
+              dtype: type = np.float64) -> np.ndarray:
+        """[n_rows, n_cols] with the entries at their labels' positions (repeats add up)."""
+        out = np.zeros((n_rows, n_cols), dtype)
+        self.add_into(out, row_index, col_index)
         return out
+
+    def add_into(self, out: np.ndarray, row_index: dict[str, int], col_index: dict[str, int]) -> None:
+        """Adds the entries into the dense matrix `out` at their labels' positions."""
+        rows, cols, values = self.arrays
+        if not values.size:
+            return
+        r = np.array([row_index[x] for x in self.row_labels], np.int64)[rows]
+        c = np.array([col_index[x] for x in self.col_labels], np.int64)[cols]
+        flat = r * out.shape[1] + c
+        if np.unique(flat).size == flat.size:  # the usual case: a fancy-indexed add
+            out[r, c] += values
+        else:  # repeated entries add up
+            out += np.bincount(flat, weights=values, minlength=out.size).reshape(out.shape).astype(out.dtype)
 
     def __len__(self) -> int:
         return len(self.data[2]) // _ENTRY.itemsize

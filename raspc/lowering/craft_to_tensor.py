@@ -99,10 +99,10 @@ def _mlp(mlps: list[C.MlpOp], x: SSAValue, layer: int, index: dict[str, int], d:
     b_in = np.zeros((len(hidden),), np.float32)
     w_out = np.zeros((len(hidden), d), np.float32)
     for m in mlps:
-        w_in += m.w_in.dense(index, d, hpos, len(hidden)).astype(np.float32)
+        m.w_in.add_into(w_in, index, hpos)
         for h, v in m.b_in.data:
             b_in[hpos[h]] += v
-        w_out += m.w_out.dense(hpos, len(hidden), index, d).astype(np.float32)
+        m.w_out.add_into(w_out, hpos, index)
     label = "+".join(m.label.data for m in mlps)
     op = T.MlpOp(x, label, layer, w_in, b_in, w_out, np.zeros((d,), np.float32))
     op.results[0].name_hint = f"L{layer}_mlp"

@@ -221,7 +221,11 @@ class MapToMlp(_Lowering):
                 signs = {x_dir: (any(p > 0 for p in points), any(p < 0 for p in points))}
                 block = M.linear_mlp(op.label_str, {x_dir: fit[0]}, signs, out_dirs[0], bos, bias=fit[1])
             else:
-                block = M.discretising_mlp(op.label_str, x_dir, points, outs, bos, noise=M.noise_of(points))
+                # a value written by the embedding is exact; one computed (a mean, an MLP) is noisy
+                # relative to the largest value it is computed from
+                exact = isinstance(x.owner, (C.EmbedOp, C.PositionalOp))
+                noise = M.exact_value_noise if exact else M.noise_of(points)
+                block = M.discretising_mlp(op.label_str, x_dir, points, outs, bos, noise=noise)
         mlp = self.mlp_op(block, [x], out_space, op)
         self.replace(rewriter, op, [mlp], mlp.res)
 
