@@ -464,18 +464,19 @@ def _git_commit() -> str:
 
 def run(args: argparse.Namespace) -> tuple[str, dict]:
     cfg = Config(args.seed, args.max_depth, args.max_seq_len, args.inputs)
+    indices = args.only if args.only else list(range(args.programs))
     t0 = time.time()
     results: dict[int, Any] = {}
     pool = Pool(args.workers, cfg)
     try:
         done = 0
-        for (_, i), res in pool.run([("program", i) for i in range(args.programs)], args.time_limit):
+        for (_, i), res in pool.run([("program", i) for i in indices], args.time_limit):
             results[i] = res
             done += 1
             if args.verbose and (res == TIMEOUT or res.get("key")):
                 print(f"[{i}] {'timeout' if res == TIMEOUT else res['key']}", flush=True)
             if args.progress and done % args.progress == 0:
-                print(f"{done}/{args.programs} programs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+                print(f"{done}/{len(indices)} programs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         elapsed = time.time() - t0
 
         status: collections.Counter = collections.Counter()
@@ -487,7 +488,7 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
         seq_len_hist: collections.Counter = collections.Counter()
         timeouts: list[int] = []
         checked = skipped = compiled_without_inputs = 0
-        for i in range(args.programs):
+        for i in indices:
             res = results[i]
             if res == TIMEOUT:
                 status[TIMEOUT] += 1
@@ -531,11 +532,12 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
     lo, hi = args.max_seq_len
     command = (f"python benchmarks/fuzz_random_programs.py --programs {args.programs} --seed {args.seed} "
                f"--max-depth {args.max_depth} --max-seq-len {lo}-{hi} --inputs {args.inputs} "
-               f"--time-limit {args.time_limit:g} --workers {args.workers}")
+               f"--time-limit {args.time_limit:g} --workers {args.workers}"
+               + (f" --only {','.join(map(str, args.only))}" if args.only else ""))
     slowest = sorted(((r["seconds"], i) for i, r in results.items() if r != TIMEOUT and "seconds" in r),
                      reverse=True)[:5]
     summary = {
-        "command": command, "title": args.title, "compiler": _git_commit(), "programs": args.programs,
+        "command": command, "title": args.title, "compiler": _git_commit(), "programs": len(indices),
         "compiled": compiled, "refused": status["refused"], "timed_out": status[TIMEOUT],
         "crashed": status["crashed"], "mismatched": status["mismatch"], "known_bug_hits": known_hits,
         "inputs_checked": checked, "inputs_skipped": skipped, "compiled_without_inputs": compiled_without_inputs,
@@ -561,7 +563,7 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
         "",
         "| | count |",
         "| --- | ---: |",
-        f"| programs | {args.programs} |",
+        f"| programs | {len(indices)} |",
         f"| compiled | {compiled} |",
         f"| refused (CompileError) | {status['refused']} |",
         f"| timed out (> {args.time_limit:g} s: killed) | {status[TIMEOUT]} |",
@@ -636,6 +638,47 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", summary
 
 
+SUMMARY_END = "<!-- end of the summary of all runs -->"
+
+
+def combine(runs: list[dict]) -> str:
+    """A summary of several runs (their JSON): one row per run, a total, and the failures by kind."""
+    cols = ["programs", "compiled", "refused", "timed_out", "crashed", "mismatched", "known_bug_hits",
+            "inputs_checked"]
+    lines = ["# Random-program fuzz runs", "",
+             "| run | programs | compiled | refused | timed out | crashed | mismatched | of which known bugs "
+             "| inputs checked | wall time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    total = collections.Counter()
+    for r in runs:
+        total.update({c: r[c] for c in cols})
+        total["seconds"] += r["seconds"] + r["shrink_seconds"]
+        lines.append(f"| {r['title'] or r['command']} | " + " | ".join(f"{r[c]:,}" for c in cols)
+                     + f" | {r['seconds'] + r['shrink_seconds']:.0f} s |")
+    lines.append("| **total** | " + " | ".join(f"**{total[c]:,}**" for c in cols) + f" | {total['seconds']:.0f} s |")
+    refusals: collections.Counter = collections.Counter()
+    failures: collections.Counter = collections.Counter()
+    for r in runs:
+        for x in r["refusals"]:
+            refusals[(x["class"], re.sub(r"'…'.*", "'…' …", x["reason"]) if "not a conjunction" in x["reason"]
+                      else x["reason"])] += x["count"]
+        for k, v in r["failures"].items():
+            failures[k] += len(v)
+    lines += ["", "Commands (each run appends its report below):", "", "```console"]
+    lines += [r["command"] + f" --title '{r['title']}' --append --json benchmarks/results/fuzz.json" for r in runs]
+    lines += ["```", "", f"Compiler: {runs[-1]['compiler']}." if runs else "", "",
+              "To fuzz one commit while raspc/ changes, put a snapshot of it first on the path: "
+              "`git archive COMMIT raspc | tar -x -C /tmp/snap && echo COMMIT > /tmp/snap/COMMIT`, then "
+              "`PYTHONPATH=/tmp/snap python benchmarks/fuzz_random_programs.py ...` (the report names the "
+              "commit). Timeouts depend on the machine and its load; everything else is a function of the "
+              "command (and the compiler).", "",
+              "Crashes and mismatches by kind (all runs):", "", "| programs | kind |", "|---:|---|"]
+    lines += [f"| {n} | {k} |" for k, n in failures.most_common()] or ["| 0 | |"]
+    lines += ["", "Refusals by normalised reason (all runs):", "", "| count | class | reason |", "|---:|---|---|"]
+    lines += [f"| {n} | {c} | {r.replace('|', '/')} |" for (c, r), n in refusals.most_common()]
+    return "\n".join(lines) + "\n\n" + SUMMARY_END + "\n"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--programs", type=int, default=300)
@@ -654,7 +697,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--title", default="", help="a heading for this run (e.g. when appending)")
     ap.add_argument("--progress", type=int, default=0, help="print progress every N programs (stderr)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--only", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
+                    help="run only these programs of the run (comma-separated indices), e.g. to re-check failures")
+    ap.add_argument("--combine", type=Path, default=None,
+                    help="only write a summary of the runs in this JSON file at the top of --out")
     args = ap.parse_args(argv)
+    if args.combine is not None:
+        body = args.out.read_text() if args.out.exists() else ""
+        if SUMMARY_END in body:
+            body = body.split(SUMMARY_END, 1)[1].lstrip("\n")
+        args.out.write_text(combine(json.loads(args.combine.read_text())) + "\n---\n\n" + body)
+        return 0
     args.workers = max(1, args.workers)
     report, summary = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -155,12 +155,12 @@ def test_empty_selection_attends_to_bos_value() -> None:
     assert outs[0] == pytest.approx({"out": 7.0})  # BOS writes its bos_value
 
 
-def test_value_leak_keeps_large_defaults_out_of_selected_positions() -> None:
-    leak = A.value_leak(1e-9, 1e9)
-    scale = A.head_scale(8, leak)
+def test_no_weight_leaks_so_large_defaults_stay_out_of_selected_positions() -> None:
+    scale = A.head_scale(8, 1e-9)
+    assert scale / 2 >= A.FLOAT32_EXP_UNDERFLOW
     scores = A.conjunction_scores([A.Leaf(["q:x"], ["k:x"], np.array([[1]]))])
     head = A.selection_head("h", scores, 1, 0.5, {}, {("v", "out"): 1.0}, {}, {"out": 1e9}, scale)
     bos = {"one": 1.0, "bos": 1.0}
     keys = [bos] + [{"one": 1.0, "k:x": 1.0}] * 8
     out = run_head(head, [bos, {"one": 1.0, "q:x": 1.0}], keys, [{"bos": 1.0}] + [{"v": 1.0}] * 8)[1]
-    assert out["out"] == pytest.approx(1.0, rel=2**-23)
+    assert out["out"] == 1.0
