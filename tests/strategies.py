@@ -1539,44 +1539,12 @@ def _repro_numpy_in_tuples() -> GeneratedProgram:
                "rasp.tokens)), simplify=False)", ["w"], 2)
 
 
-def _numpy_in_tuples(gp: GeneratedProgram, m: "Mismatch") -> bool:
-    """str() of a tuple that holds a numpy scalar: the symptom of `numpy-scalars-in-tuples-normalised`."""
-    src = gp.source()
-    return "Np(" in src and "Pair()" in src and "Str()" in src
-
-
 def _repro_large_table_outputs() -> GeneratedProgram:
     return _gp("rasp.numerical(rasp.SequenceMap(Table2({(2, 'b'): -1e6}, default=1), "
                "rasp.numerical(rasp.ConstantSOp([0.2, False, 0.5, 2, 0.5])), rasp.tokens))", ["b", "c"], 5)
 
 
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-
-
-def _large_table_error(gp: GeneratedProgram, m: "Mismatch") -> bool:
-    """A numerical output off by at most 1e-5 of the largest number in the program (>= 1e6): the
-    symptom of `large-table-outputs-inexact`."""
-    if not rasp.is_numerical(gp.program):
-        return False
-    big = max((abs(float(x)) for x in _NUMBER.findall(gp.source())), default=0.0)
-    if big < 1e6:
-        return False
-    bad = [(e, g) for e, g in zip(m.expected, m.got) if not same_output(e, g, True)]
-    return bool(bad) and all(isinstance(e, (int, float)) and isinstance(g, (int, float)) and abs(e - g) <= 1e-5 * big
-                             for e, g in bad)
-
-
-KNOWN_BUGS: tuple[KnownBug, ...] = (
-    KnownBug("large-table-outputs-inexact",
-             "a numerical Map/SequenceMap whose table holds a large value (-1e6, 1e9) next to small ones answers "
-             "the small ones inexactly: 0.88 for 1 next to -1e6 (wrong at the craft level already), -0.5 for -1 "
-             "in a chain of maps, 119.7 for 0.5 next to 1e9 (float32 only)", _repro_large_table_outputs,
-             explains=_large_table_error),
-    KnownBug("numpy-scalars-in-tuples-normalised",
-             "a numpy scalar inside a tuple (SequenceMap((t, b)) of an np.bool_) reaches later functions as a "
-             "plain value: str() answers \"('w', True)\" where the evaluator gives \"('w', np.True_)\" (numpy "
-             "scalars on their own are followed since 44a427a)", _repro_numpy_in_tuples, explains=_numpy_in_tuples),
-)
+KNOWN_BUGS: tuple[KnownBug, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1660,6 +1628,8 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression("large-values-amplify-leaks", _repro_large_output_leak, must_compile=True),
     Regression("numerical-map-of-dense-values-inexact", _repro_dense_map, must_compile=True),
     Regression("empty-selector-readout", _repro_empty_readout),
+    Regression("large-table-outputs-inexact", _repro_large_table_outputs, must_compile=True),
+    Regression("numpy-scalars-in-tuples-normalised", _repro_numpy_in_tuples),
     Regression("float-tokens-categorical-mean", lambda: _gp(
         "rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.tokens)",
         [0.1, 0.2, 0.7, 1.0], 6), inputs=([0.1, 0.1, 0.1], [0.7, 0.2, 0.7]), must_compile=True),

@@ -72,6 +72,33 @@ def test_discretising_mlp_gap_is_relative() -> None:
     assert run_mlp(block, at_token({"x": 1.125e-6})) == pytest.approx({"y": 2.0})
 
 
+def run_mlp_float32(block: M.MlpBlock, x_dir: str, xs: Sequence[float], out_dir: str) -> np.ndarray:
+    """The block's output direction at each x, computed the way the model does: float32 matrices."""
+    dirs, hidden = ["one", x_dir], list(block.hidden)
+    w_in, w_out = np.zeros((2, len(hidden)), np.float32), np.zeros((len(hidden), 1), np.float32)
+    for (d, h), w in block.w_in.items():
+        if d in dirs:
+            w_in[dirs.index(d), hidden.index(h)] = w
+    for (h, d), w in block.w_out.items():
+        if d == out_dir:
+            w_out[hidden.index(h), 0] = w
+    b_in = np.array([block.b_in.get(h, 0.0) for h in hidden], np.float32)
+    resid = np.stack([np.ones(len(xs)), np.asarray(xs)], axis=1).astype(np.float32)
+    out = np.maximum(resid @ w_in + b_in, 0) @ w_out
+    return out[:, 0].astype(np.float64)
+
+
+def test_cancellation_error_bounds_the_float32_error_of_cancelling_steps() -> None:
+    xs = [k / 16 for k in range(17)]
+    ys = [1e6 if 0.4 < x < 0.6 else -1.0 for x in xs]
+    block = M.discretising_mlp("f", "x", xs, [{"f": y} for y in ys], {})
+    err = np.abs(run_mlp_float32(block, "x", xs, "f") - ys) / np.maximum(1.0, np.abs(ys))
+    assert M.OUTPUT_PRECISION < err.max() <= M.cancellation_error(xs, ys)
+    # a single step cancels nothing: its error is unavoidable and not counted
+    assert M.cancellation_error(xs, [1e6 if x > 0.5 else 0.0 for x in xs]) == 0.0
+    assert M.output_runs([{"f": 1.0}, {"f": 1.0}, {}, {"f": 1.0}]) == [0, 0, 1, 2]
+
+
 def test_sequence_map_mlp_every_pair() -> None:
     a, b = ["a:0", "a:1", "a:2"], ["b:0", "b:1"]
     table = [[("f:s", 1.0) if (i + j) % 2 else ("f:t", 1.0) for j in range(2)] for i in range(3)]

@@ -145,6 +145,19 @@ def test_large_defaults_stay_out_of_selected_positions(default: float) -> None:
     exhaustive(rasp.numerical(rasp.Aggregate(sometimes, ones, default=default)), ["a", "b"], 4)
 
 
+def test_large_outputs_next_to_small_ones_go_through_a_one_hot_of_intervals() -> None:
+    # ramps of +1e6 then -1e6 would leave a float32 error of several units on the -1s around them
+    frac = rasp.numerical(rasp.Aggregate(rasp.Select(indices, indices, Cmp.LEQ),
+                                         rasp.numerical(rasp.Map(lambda t: 1 if t == "a" else 0, tokens)), default=0))
+    spike = rasp.numerical(rasp.Map(lambda x: 1e6 if 0.4 < x < 0.6 else -1.0, frac, simplify=False))
+    exhaustive(spike, ["a", "b"], 8)
+    model = compile_rasp_to_model(spike, ["a", "b"], 8)
+    assert "map_interval" in str(model.module_at("craft"))
+    # one step with nothing cancelling stays a single MLP
+    step = rasp.numerical(rasp.Map(lambda x: 1e6 if x > 0.5 else 0.0, frac, simplify=False))
+    assert "interval" not in str(compile_rasp_to_model(step, ["a", "b"], 8).module_at("craft"))
+
+
 def test_gaps_are_relative_to_the_values() -> None:
     tiny = rasp.numerical(rasp.Map(lambda t: 1e-6 if t == "a" else 1.125e-6, tokens))
     mean = rasp.numerical(rasp.Aggregate(rasp.Select(indices, indices, Cmp.EQ), tiny, default=0))

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from raspc.errors import UnsupportedError
 
 Weights = dict[tuple[str, str], float]
@@ -30,6 +32,10 @@ Weights = dict[tuple[str, str], float]
 # its direction takes (rounding in the layers it passed through and attention leak); ramps keep
 # a quarter of the gap between neighbouring values as margin, so gaps must exceed 4x this.
 RELATIVE_NOISE = 2.0**-20
+
+# A numerical output may be off by this much of itself (at least 1) before its discretisation is
+# too imprecise and goes through a one-hot detour instead (well inside the 1e-4 results are held to).
+OUTPUT_PRECISION = 2.0**-17
 
 
 @dataclass
@@ -116,10 +122,22 @@ def lookup_mlp(label: str, in_dirs: Sequence[str], out_dirs: Sequence[str], tabl
     return mlp.finish(bos_content)
 
 
+# Directions of a categorical space are 0 or 1 up to ~1e-6 of float32 noise; an output weight
+# larger than this would turn that noise into a visible error, so such outputs read thresholded units.
+LARGE_OUTPUT = 16.0
+
+
 def categorical_to_numerical_mlp(label: str, in_dirs: Sequence[str], out_dir: str, outputs: Sequence[float],
                                  bos_content: Mapping[str, float]) -> MlpBlock:
-    """Categorical -> numerical: relu(sum of positive f(v) x_v) - relu(sum of -negative f(v) x_v)."""
+    """Categorical -> numerical: relu(sum of positive f(v) x_v) - relu(sum of -negative f(v) x_v).
+    With an output above LARGE_OUTPUT, one thresholded unit per value instead, f(v) relu(2 x_v - 1):
+    exactly 0 for a direction that holds noise, so 1e9 next to 1 stays exact."""
     mlp = MlpBuilder(label)
+    if max((abs(v) for v in outputs), default=0.0) > LARGE_OUTPUT:
+        for d, v in zip(in_dirs, outputs):
+            if v:
+                mlp.neuron(d, {d: 2.0}, -1.0, {out_dir: float(v)})
+        return mlp.finish(bos_content)
     pos = {in_dirs[i]: float(v) for i, v in enumerate(outputs) if v > 0}
     neg = {in_dirs[i]: -float(v) for i, v in enumerate(outputs) if v < 0}
     if pos:
@@ -134,7 +152,8 @@ def sequence_map_mlp(label: str, a_dirs: Sequence[str], b_dirs: Sequence[str],
                      bos_content: Mapping[str, float]) -> MlpBlock:
     """f(a, b) of two categorical s-ops; `outputs[i][j]` is (direction, weight) written for
     (a_dirs[i], b_dirs[j]), or None. One unit relu(x_a + sum of y_b - 1) per (row value, output),
-    or per (column value, output), whichever needs fewer units."""
+    or per (column value, output), whichever needs fewer units; with an output weight above
+    LARGE_OUTPUT the unit is relu(2 (x_a + sum of y_b) - 3), exactly 0 when one side holds noise."""
     by_row: dict[tuple[int, tuple[str, float]], list[int]] = {}
     by_col: dict[tuple[int, tuple[str, float]], list[int]] = {}
     for i in range(len(a_dirs)):
@@ -148,12 +167,16 @@ def sequence_map_mlp(label: str, a_dirs: Sequence[str], b_dirs: Sequence[str],
     def tag(src: str, d: str, v: float) -> str:
         return f"{src}->{d}" if categorical_out else f"{src}->{v!r}"
 
+    def unit(src: str, others: list[str], d: str, v: float) -> None:
+        k, bias = (2.0, -3.0) if abs(v) > LARGE_OUTPUT else (1.0, -1.0)
+        mlp.neuron(tag(src, d, v), {src: k, **{o: k for o in others}}, bias, {d: v})
+
     if len(by_row) <= len(by_col):
         for (i, (d, v)), js in by_row.items():
-            mlp.neuron(tag(a_dirs[i], d, v), {a_dirs[i]: 1.0, **{b_dirs[j]: 1.0 for j in js}}, -1.0, {d: v})
+            unit(a_dirs[i], [b_dirs[j] for j in js], d, v)
     else:
         for (j, (d, v)), is_ in by_col.items():
-            mlp.neuron(tag(b_dirs[j], d, v), {b_dirs[j]: 1.0, **{a_dirs[i]: 1.0 for i in is_}}, -1.0, {d: v})
+            unit(b_dirs[j], [a_dirs[i] for i in is_], d, v)
     return mlp.finish(bos_content)
 
 
@@ -270,6 +293,34 @@ def linear_mlp(label: str, factors: Mapping[str, float], signs: Mapping[str, tup
     return mlp.finish(bos_content)
 
 
+def cancellation_error(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """A bound on the float32 error of `discretising_mlp` on a numerical output, relative to the
+    output (at least 1), where its steps cancel out (1e6 next to -1: the constant and the steps
+    passed add up to more than twice the output). At x, each saturated ramp pair (slope s,
+    threshold t, step d) adds about 4 roundings of s (x - t), times d (the slope products cancel
+    within the pair). Where nothing cancels, the error is one step's, which no construction avoids."""
+    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    if len(x) < 2:
+        return 0.0
+    step = np.abs(np.diff(y))
+    slope = 2.0 / np.diff(x)
+    reach = np.maximum(np.abs(x[:-1]), np.abs(x[1:]))  # bounds |t| of the ramp between the two
+    weight = np.cumsum(step * slope)                    # the ramps saturated at x[1:]
+    offset = np.cumsum(step * slope * reach)
+    scale = np.maximum(1.0, np.abs(y[1:]))
+    err = 2.0**-22 * (weight * np.abs(x[1:]) + offset) / scale
+    cancels = abs(y[0]) + np.cumsum(step) > 2.0 * scale
+    return float(err[cancels].max(initial=0.0))
+
+
+def output_runs(ys: Sequence[Mapping[str, float]]) -> list[int]:
+    """The run of equal outputs (up to float64 rounding) each point falls in: 0, 0, 1, 2, 2, ..."""
+    runs = [0]
+    for before, after in zip(ys, ys[1:]):
+        runs.append(runs[-1] + (not _same_output(before, after)))
+    return runs
+
+
 def affine_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
     """(a, b) with y = a * x + b at every point (up to float64 rounding), or None."""
     if len(xs) < 2:
@@ -307,5 +358,5 @@ def mean_type_mlp(label: str, selected_dirs: Sequence[str], share_dir: str, widt
 
 __all__ = [
     "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
-    "add_discretisation", "noise_of", "exact_value_noise", "linear_mlp", "affine_fit", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
+    "add_discretisation", "noise_of", "exact_value_noise", "linear_mlp", "affine_fit", "cancellation_error", "output_runs", "OUTPUT_PRECISION", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
 ]

@@ -90,6 +90,7 @@ class _Tracer:
         # numpy scalars a function returned, by expression and plain value: what the evaluator
         # passes the next function instead of the plain value
         self.raw: dict[int, dict[Hashable, list[Any]]] = {}
+        self._spreads: dict[int, tuple[SOpFacts, float]] = {}
 
     # -- helpers ---------------------------------------------------------
     def fail(self, expr: rasp.RASPExpr, message: str, cls: type[CompileError] = UnsupportedError) -> CompileError:
@@ -144,14 +145,14 @@ class _Tracer:
                     result = f(*args)
                 except Exception as exc:  # noqa: BLE001 - the evaluator raises here too: outside the domain
                     result = exc
-                for variant in self.raw_variants(args, raws):
-                    self.check_raw_alike(expr, f, result, variant)
+                passed = [self.check_raw_alike(expr, f, result, variant) for variant in self.raw_variants(args, raws)]
                 if isinstance(result, Exception):
                     first_error = first_error or (args, result)
                     continue
                 out = self.clean(expr, result, args)
-                if type(result) is not type(out):  # a numpy scalar: the evaluator passes it on as it is
-                    out_raw.setdefault(identity(out), []).append(result)
+                for r in (result, *passed):
+                    if _holds_numpy(r):  # the evaluator passes the numpy scalar(s) on as they are
+                        out_raw.setdefault(identity(out), []).append(r)
                 self.check_stable(expr, f, args, arg_facts, out, numerical_out)
                 entries.append((args, out))
         if out_raw:
@@ -171,7 +172,8 @@ class _Tracer:
         options = [[a, *raws[i].get(identity(a), [])] if i < len(raws) else [a] for i, a in enumerate(args)]
         return [v for v in itertools.product(*options) if any(x is not a for x, a in zip(v, args))]
 
-    def check_raw_alike(self, expr: rasp.RASPExpr, f: Callable[..., Any], result: Any, variant: tuple[Any, ...]) -> None:
+    def check_raw_alike(self, expr: rasp.RASPExpr, f: Callable[..., Any], result: Any, variant: tuple[Any, ...]) -> Any:
+        """f on the numpy variant of its arguments; refuses unless it answers like on the plain ones."""
         try:
             other: Any = f(*variant)
         except Exception as exc:  # noqa: BLE001
@@ -187,6 +189,7 @@ class _Tracer:
                 f"scalars, but {_describe(result)} for their plain values; raspc computes with plain Python values, "
                 "so it cannot follow a function that tells them apart",
             )
+        return other
 
     def clean(self, expr: rasp.RASPExpr, value: Any, args: Sequence[Value]) -> Value:
         try:
@@ -195,6 +198,13 @@ class _Tracer:
             shown = ", ".join(format_value(a) for a in args)
             raise self.fail(expr, f"function returned an unsupported value on input ({shown}): {exc}",
                             ValueSetError) from None
+
+    def spread(self, fact: SOpFacts) -> float:
+        """The largest magnitude among a value set's numbers (how far a sum's rounding can reach)."""
+        key = id(fact)
+        if key not in self._spreads:
+            self._spreads[key] = (fact, max((abs(v) for v in fact.non_none if type(v) in (int, float)), default=0.0))
+        return self._spreads[key][1]
 
     def check_stable(
         self, expr: rasp.RASPExpr, f: Callable[..., Any], args: tuple[Value, ...], arg_facts: Sequence[SOpFacts],
@@ -205,8 +215,7 @@ class _Tracer:
             x = args[i]
             if fact.exact or type(x) is not float:
                 continue
-            spread = max(abs(v) for v in fact.non_none if type(v) in (int, float)) if fact.non_none else abs(x)
-            delta = max(math.ulp(x), self.spec.max_seq_len * _ACCURACY * spread)
+            delta = max(math.ulp(x), self.spec.max_seq_len * _ACCURACY * self.spread(fact))
             for nb in (math.nextafter(x, -math.inf), math.nextafter(x, math.inf), x - delta, x + delta):
                 try:
                     other = normalize(f(*args[:i], nb, *args[i + 1:]))
@@ -351,6 +360,13 @@ class _Tracer:
                 passed.append(np.int64(v))
             out[key] = passed
         self.raw[id(expr)] = out
+
+
+def _holds_numpy(v: Any) -> bool:
+    """A numpy scalar, or a tuple with one somewhere inside."""
+    if isinstance(v, np.generic):
+        return True
+    return type(v) is tuple and any(_holds_numpy(x) for x in v)
 
 
 def _normalized_identity(v: Any) -> Any:

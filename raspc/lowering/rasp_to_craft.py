@@ -216,18 +216,39 @@ class MapToMlp(_Lowering):
                     outputs.append({out_dirs[0]: float(out)})
             points, outs = _numerical_points(op, xs, outputs)
             x_dir = C.space_labels(x)[0]
-            fit = None if out_t.is_categorical else M.affine_fit(points, [o[out_dirs[0]] if o else 0.0 for o in outs])
+            # a value written by the embedding is exact; one computed (a mean, an MLP) is noisy
+            # relative to the largest value it is computed from
+            exact = isinstance(x.owner, (C.EmbedOp, C.PositionalOp))
+            noise = M.exact_value_noise if exact else M.noise_of(points)
+            ys = None if out_t.is_categorical else [o[out_dirs[0]] if o else 0.0 for o in outs]
+            fit = None if ys is None else M.affine_fit(points, ys)
             if fit is not None:  # a * x + b on the whole value set: linear, exact, however close the values
                 signs = {x_dir: (any(p > 0 for p in points), any(p < 0 for p in points))}
                 block = M.linear_mlp(op.label_str, {x_dir: fit[0]}, signs, out_dirs[0], bos, bias=fit[1])
+            elif ys is not None and M.cancellation_error(points, ys) > M.OUTPUT_PRECISION:
+                # outputs too large next to small ones for ramps that cancel: first one-hot over the
+                # runs of equal outputs, then a thresholded lookup (one more MLP, exact)
+                self.replace(rewriter, op, *self._via_one_hot(op, x, x_dir, points, outs, noise, out_space, bos))
+                return
             else:
-                # a value written by the embedding is exact; one computed (a mean, an MLP) is noisy
-                # relative to the largest value it is computed from
-                exact = isinstance(x.owner, (C.EmbedOp, C.PositionalOp))
-                noise = M.exact_value_noise if exact else M.noise_of(points)
                 block = M.discretising_mlp(op.label_str, x_dir, points, outs, bos, noise=noise)
         mlp = self.mlp_op(block, [x], out_space, op)
         self.replace(rewriter, op, [mlp], mlp.res)
+
+
+    def _via_one_hot(self, op: R.MapOp, x: SSAValue, x_dir: str, points: list[float], outs: list[Mapping[str, float]],
+                     noise: Any, out_space: Attribute, bos: Mapping[str, float]) -> tuple[list[Operation], SSAValue]:
+        runs = M.output_runs(outs)
+        interval = C.CategoricalSpaceType(f"{op.label_str}.interval", list(range(runs[-1] + 1)))
+        one_hot = M.discretising_mlp(interval.space.data, x_dir, points, [{interval.labels[r]: 1.0} for r in runs], bos,
+                                     noise=noise)
+        first = self.mlp_op(one_hot, [x], interval, op)
+        first.res.name_hint = f"{op.res.name_hint or 'map'}_interval"
+        out_dir = out_space.labels[0]
+        ys = {r: o.get(out_dir, 0.0) for r, o in zip(runs, outs)}
+        lookup = M.categorical_to_numerical_mlp(op.label_str, interval.labels, out_dir, [ys[r] for r in sorted(ys)], {})
+        second = self.mlp_op(lookup, [first.res], out_space, op)
+        return [first, second], second.res
 
 
 class SequenceMapToMlp(_Lowering):
