@@ -88,15 +88,44 @@ def run_mlp_float32(block: M.MlpBlock, x_dir: str, xs: Sequence[float], out_dir:
     return out[:, 0].astype(np.float64)
 
 
-def test_cancellation_error_bounds_the_float32_error_of_cancelling_steps() -> None:
+def rising_steps(xs: Sequence[float], ys: Sequence[float]) -> M.MlpBlock:
+    """A discretisation with the leftmost output as the constant and every step rising, unchecked."""
+    mlp = M.MlpBuilder("f")
+    mlp.add_output_bias({"f": ys[0]})
+    for i in range(len(xs) - 1):
+        if ys[i + 1] != ys[i]:
+            M._step_neurons(mlp, "x", xs[i], xs[i + 1], {"f": ys[i + 1] - ys[i]}, str(i), 0.0)
+    return mlp.finish({})
+
+
+def test_the_error_bound_covers_the_float32_error_of_cancelling_steps() -> None:
     xs = [k / 16 for k in range(17)]
     ys = [1e6 if 0.4 < x < 0.6 else -1.0 for x in xs]
-    block = M.discretising_mlp("f", "x", xs, [{"f": y} for y in ys], {})
-    err = np.abs(run_mlp_float32(block, "x", xs, "f") - ys) / np.maximum(1.0, np.abs(ys))
-    assert M.OUTPUT_PRECISION < err.max() <= M.cancellation_error(xs, ys)
+    err = np.abs(run_mlp_float32(rising_steps(xs, ys), "x", xs, "f") - ys) / np.maximum(1.0, np.abs(ys))
+    plan = M.plan_discretisation(xs, [{"f": y} for y in ys])
+    assert M.OUTPUT_PRECISION < err.max() <= plan.cancelling_error
+    with pytest.raises(UnsupportedError, match="steps between outputs as large as 1000000.0 and as small as 1.0"):
+        M.discretising_mlp("f", "x", xs, [{"f": y} for y in ys], {})
     # a single step cancels nothing: its error is unavoidable and not counted
-    assert M.cancellation_error(xs, [1e6 if x > 0.5 else 0.0 for x in xs]) == 0.0
+    assert M.plan_discretisation(xs, [{"f": 1e6 if x > 0.5 else 0.0} for x in xs]).cancelling_error == 0.0
     assert M.output_runs([{"f": 1.0}, {"f": 1.0}, {}, {"f": 1.0}]) == [0, 0, 1, 2]
+
+
+def test_a_far_value_becomes_the_pivot_so_small_steps_stay_exact() -> None:
+    xs = [-1.0, 2.0, 3.0, 1e9]
+    ys = [0.0, 1.0, 2.0, 5.0]
+    plan = M.plan_discretisation(xs, [{"f": y} for y in ys])
+    assert plan.pivot == 3 and plan.error < M.OUTPUT_PRECISION
+    block = M.discretising_mlp("f", "x", xs, [{"f": y} for y in ys], {}, noise=M.exact_value_noise)
+    assert list(run_mlp_float32(block, "x", xs, "f")) == ys
+    # with the leftmost value as the constant, rounding at 1e9 is far from exact
+    assert abs(run_mlp_float32(rising_steps(xs, ys), "x", xs, "f")[3] - 5.0) > 1
+
+
+def test_far_values_on_both_sides_of_small_steps_are_refused() -> None:
+    with pytest.raises(UnsupportedError, match=r"as far apart as -1000000000.0 and 1000000000.0, and it changes"):
+        M.discretising_mlp("f", "x", [-1e9, 2.0, 3.0, 1e9], [{"f": 0.0}, {"f": 1.0}, {"f": 2.0}, {"f": 2.0}], {},
+                           noise=M.exact_value_noise)
 
 
 def test_sequence_map_mlp_every_pair() -> None:

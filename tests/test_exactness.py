@@ -158,6 +158,19 @@ def test_large_outputs_next_to_small_ones_go_through_a_one_hot_of_intervals() ->
     assert "interval" not in str(compile_rasp_to_model(step, ["a", "b"], 8).module_at("craft"))
 
 
+def test_a_far_value_does_not_blur_steps_between_small_ones() -> None:
+    # ramps rising from -1 would be saturated at 1e9, where float32 rounds them by ~64
+    far = rasp.numerical(rasp.ConstantSOp([1e9, False, 0.2, -1]))
+    ones = rasp.numerical(rasp.Map(lambda t: 1 if t == "y" else -1, tokens))
+    exhaustive(rasp.numerical(rasp.Aggregate(rasp.Select(far, far, Cmp.LEQ), ones, default=0)), ["x", "y"], 4)
+
+
+def test_far_values_on_both_sides_of_small_steps_are_refused_with_the_reason() -> None:
+    both = rasp.numerical(rasp.ConstantSOp([-1e9, 2, 3, 1e9]))
+    with pytest.raises(UnsupportedError, match=r"as far apart as -1000000000.0 and 1000000000.0"):
+        compile_rasp_to_model(rasp.SequenceMap(lambda t, c: c == 2, tokens, both), ["a"], 4)
+
+
 def test_gaps_are_relative_to_the_values() -> None:
     tiny = rasp.numerical(rasp.Map(lambda t: 1e-6 if t == "a" else 1.125e-6, tokens))
     mean = rasp.numerical(rasp.Aggregate(rasp.Select(indices, indices, Cmp.EQ), tiny, default=0))

@@ -36,6 +36,10 @@ RELATIVE_NOISE = 2.0**-20
 # A numerical output may be off by this much of itself (at least 1) before its discretisation is
 # too imprecise and goes through a one-hot detour instead (well inside the 1e-4 results are held to).
 OUTPUT_PRECISION = 2.0**-17
+# Past this bound a discretisation is refused: its output could be visibly wrong (a step between
+# 2 and 3 has an error of about 64 at 1e9). The bound adds every rounding at its worst; measured
+# errors are tens of times smaller, so the many steps of a selector width at length 64 pass.
+DISCRETISATION_LIMIT = 2.0**-4
 
 
 @dataclass
@@ -207,10 +211,12 @@ Noise = float | Callable[[float, float], float]  # absolute, or per pair of neig
 
 
 def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: Mapping[str, float], tag: str,
-                  noise: Noise, gate: tuple[str, float] | None = None) -> None:
+                  noise: Noise, gate: tuple[str, float] | None = None, falling: bool = False) -> None:
     """Adds delta_out * clamp((x - t0) / (t1 - t0), 0, 1) with t0, t1 a quarter of the gap inside
     [lo, hi]: exactly 0 near lo and exactly delta_out near hi, so noise of up to a quarter gap in x
-    never reaches the output. With `gate = (g, M)` the ramp is shifted down by M(1 - g): off unless g = 1."""
+    never reaches the output. `falling` adds -delta_out * clamp((t1 - x) / (t1 - t0), 0, 1)
+    instead: the same step, but 0 right of the gap rather than left of it. With `gate = (g, M)`
+    the ramp is shifted down by M(1 - g): off unless g = 1."""
     flo, fhi = simple_fraction(lo), simple_fraction(hi)
     if callable(noise):
         noise = noise(lo, hi)
@@ -221,8 +227,13 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
         )
     t0, t1 = flo + (fhi - flo) / 4, fhi - (fhi - flo) / 4
     slope = 1 / (t1 - t0)
-    inputs = {x_dir: float(slope)}
-    bias0, bias1 = float(-t0 * slope), float(-t1 * slope)
+    if falling:
+        inputs = {x_dir: float(-slope)}
+        bias0, bias1 = float(t1 * slope), float(t0 * slope)
+        delta_out = {k: -v for k, v in delta_out.items()}
+    else:
+        inputs = {x_dir: float(slope)}
+        bias0, bias1 = float(-t0 * slope), float(-t1 * slope)
     if gate is not None:
         g, m = gate
         inputs[g] = m
@@ -231,22 +242,87 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
     mlp.neuron(f"{tag}<", inputs, bias1, {k: -v for k, v in delta_out.items()})
 
 
-def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
-                       noise: Noise, tag: str = "", gate: tuple[str, float] | None = None) -> None:
-    """Units equal to outputs[i] at x = xs[i] (xs strictly ascending): outputs[0] as a constant plus a
-    ramp wherever the output changes. Ungated, the constant becomes an output bias."""
-    if gate is None:
-        mlp.add_output_bias(outputs[0])
-    elif outputs[0]:
-        mlp.neuron(f"{tag}base", {gate[0]: 1.0}, 0.0, outputs[0])
-    for i in range(len(xs) - 1):
-        before, after = outputs[i], outputs[i + 1]
+def _steps(outputs: Sequence[Mapping[str, float]]) -> list[tuple[int, dict[str, float]]]:
+    """(i, outputs[i + 1] - outputs[i]) wherever the output changes between neighbouring values."""
+    steps = []
+    for i, (before, after) in enumerate(zip(outputs, outputs[1:])):
         if _same_output(before, after):
             continue
         delta = {d: after.get(d, 0.0) - before.get(d, 0.0) for d in set(before) | set(after)}
         delta = {d: v for d, v in sorted(delta.items()) if v != 0.0}
         if delta:
-            _step_neurons(mlp, x_dir, float(xs[i]), float(xs[i + 1]), delta, f"{tag}{i}", noise, gate)
+            steps.append((i, delta))
+    return steps
+
+
+@dataclass(frozen=True)
+class DiscretisationPlan:
+    """Where a discretisation takes its constant, and how far float32 may take it from exact.
+
+    The constant is the output at `pivot`; steps left of it fall (0 right of their gap), steps
+    right of it rise (0 left of it), so at a value x only the steps between the pivot and x are
+    saturated, and each adds float32 rounding of about 4 ulps of slope * (x - t) times its size.
+    A pivot at a far value (1e9 beside 2 and 3) keeps the steep small steps away from it."""
+
+    pivot: int
+    error: float             # the worst bound, relative to the output (at least 1)
+    cancelling_error: float  # the worst bound where the constant and the steps cancel out (1e6 next to -1)
+
+
+def plan_discretisation(xs: Sequence[float], outputs: Sequence[Mapping[str, float]]) -> DiscretisationPlan:
+    """The leftmost value as pivot, unless it would be refused and the rightmost or the one
+    nearest 0 halves the error bound."""
+    x = np.asarray(xs, dtype=np.float64)
+    n = len(x)
+    steps = _steps(outputs)
+    size = np.zeros(max(n - 1, 0))
+    for i, delta in steps:
+        size[i] = max(abs(v) for v in delta.values())
+    slope = 2.0 / np.diff(x) if n > 1 else size
+    reach = np.maximum(np.abs(x[:-1]), np.abs(x[1:]))  # bounds |t| of the step between the two
+    through = np.concatenate([[0.0], np.cumsum(size * slope)])  # prefix sums over the steps left of each x
+    offset = np.concatenate([[0.0], np.cumsum(size * slope * reach)])
+    passed = np.concatenate([[0.0], np.cumsum(size)])
+    out = np.array([max((abs(v) for v in o.values()), default=0.0) for o in outputs])
+    scale = np.maximum(1.0, out)
+
+    def bound(p: int) -> tuple[float, float]:
+        err = 2.0**-22 * (np.abs(through - through[p]) * np.abs(x) + np.abs(offset - offset[p])) / scale
+        cancels = out[p] + np.abs(passed - passed[p]) > 2.0 * scale
+        return float(err.max(initial=0.0)), float(err[cancels].max(initial=0.0))
+
+    best = 0, *bound(0)
+    if best[1] > DISCRETISATION_LIMIT:  # else the leftmost is good enough
+        for p in (n - 1, int(np.argmin(np.abs(x)))):
+            candidate = p, *bound(p)
+            if candidate[1] < best[1] / 2:
+                best = candidate
+    return DiscretisationPlan(*best)
+
+
+def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
+                       noise: Noise, tag: str = "", gate: tuple[str, float] | None = None) -> None:
+    """Units equal to outputs[i] at x = xs[i] (xs strictly ascending): the output at the plan's
+    pivot as a constant plus a ramp wherever the output changes. Ungated, the constant becomes an
+    output bias. Refused when float32 rounding could move the output by more than DISCRETISATION_LIMIT."""
+    plan = DiscretisationPlan(0, 0.0, 0.0) if gate is not None else plan_discretisation(xs, outputs)
+    base = outputs[plan.pivot]
+    if gate is None:
+        mlp.add_output_bias(base)
+    elif base:
+        mlp.neuron(f"{tag}base", {gate[0]: 1.0}, 0.0, base)
+    for i, delta in _steps(outputs):
+        _step_neurons(mlp, x_dir, float(xs[i]), float(xs[i + 1]), delta, f"{tag}{i}", noise, gate,
+                      falling=i < plan.pivot)
+    if plan.error > DISCRETISATION_LIMIT:
+        sizes = sorted({abs(v) for o in outputs for v in o.values() if v}) or [0.0]
+        if plan.cancelling_error >= plan.error and sizes[-1] > 2 * sizes[0]:
+            why = f"it steps between outputs as large as {sizes[-1]!r} and as small as {sizes[0]!r}"
+        else:
+            why = (f"'{x_dir}' takes values as far apart as {xs[0]!r} and {xs[-1]!r}, and it changes between "
+                   "values much closer together")
+        raise UnsupportedError(f"'{mlp.label}' cannot be guaranteed exact in float32: {why}, so rounding could "
+                               f"move its output by up to {plan.error:.1e} of itself")
 
 
 def _same_output(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
@@ -291,26 +367,6 @@ def linear_mlp(label: str, factors: Mapping[str, float], signs: Mapping[str, tup
         if can_neg:
             mlp.neuron(f"-{d}", {d: -1.0}, 0.0, {out_dir: -fac})
     return mlp.finish(bos_content)
-
-
-def cancellation_error(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """A bound on the float32 error of `discretising_mlp` on a numerical output, relative to the
-    output (at least 1), where its steps cancel out (1e6 next to -1: the constant and the steps
-    passed add up to more than twice the output). At x, each saturated ramp pair (slope s,
-    threshold t, step d) adds about 4 roundings of s (x - t), times d (the slope products cancel
-    within the pair). Where nothing cancels, the error is one step's, which no construction avoids."""
-    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-    if len(x) < 2:
-        return 0.0
-    step = np.abs(np.diff(y))
-    slope = 2.0 / np.diff(x)
-    reach = np.maximum(np.abs(x[:-1]), np.abs(x[1:]))  # bounds |t| of the ramp between the two
-    weight = np.cumsum(step * slope)                    # the ramps saturated at x[1:]
-    offset = np.cumsum(step * slope * reach)
-    scale = np.maximum(1.0, np.abs(y[1:]))
-    err = 2.0**-22 * (weight * np.abs(x[1:]) + offset) / scale
-    cancels = abs(y[0]) + np.cumsum(step) > 2.0 * scale
-    return float(err[cancels].max(initial=0.0))
 
 
 def output_runs(ys: Sequence[Mapping[str, float]]) -> list[int]:
@@ -358,5 +414,7 @@ def mean_type_mlp(label: str, selected_dirs: Sequence[str], share_dir: str, widt
 
 __all__ = [
     "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
-    "add_discretisation", "noise_of", "exact_value_noise", "linear_mlp", "affine_fit", "cancellation_error", "output_runs", "OUTPUT_PRECISION", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
+    "add_discretisation", "DiscretisationPlan", "plan_discretisation", "output_runs", "noise_of", "exact_value_noise",
+    "linear_mlp", "affine_fit", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
+    "RELATIVE_NOISE", "OUTPUT_PRECISION", "DISCRETISATION_LIMIT",
 ]

@@ -225,7 +225,7 @@ class MapToMlp(_Lowering):
             if fit is not None:  # a * x + b on the whole value set: linear, exact, however close the values
                 signs = {x_dir: (any(p > 0 for p in points), any(p < 0 for p in points))}
                 block = M.linear_mlp(op.label_str, {x_dir: fit[0]}, signs, out_dirs[0], bos, bias=fit[1])
-            elif ys is not None and M.cancellation_error(points, ys) > M.OUTPUT_PRECISION:
+            elif ys is not None and M.plan_discretisation(points, outs).cancelling_error > M.OUTPUT_PRECISION:
                 # outputs too large next to small ones for ramps that cancel: first one-hot over the
                 # runs of equal outputs, then a thresholded lookup (one more MLP, exact)
                 self.replace(rewriter, op, *self._via_one_hot(op, x, x_dir, points, outs, noise, out_space, bos))
