@@ -156,12 +156,23 @@ def test_mean_type_mlp_turns_ints_into_floats_past_one_selected() -> None:
     widths = [0, 1, 2, 3]
     outputs = [[{}, {"m:1": 1.0}, {"m:1.0": 1.0}, {"m:1.0": 1.0}],
                [{"m:none": 1.0}, {"m:2": 1.0}, {"m:2.0": 1.0}, {"m:2.0": 1.0}]]
-    block = M.mean_type_mlp("m", ["s:1", "s:2"], "share", widths, outputs, {})
+    block = M.mean_type_mlp("m", [["s:1"], ["s:2"]], "share", widths, outputs, {})
     for i, d in enumerate(["s:1", "s:2"]):
         for k, w in enumerate(widths):
             got = run_mlp(block, at_token({d: 1.0, "share": 1.0 / (w + 1)}))
             assert got == pytest.approx(outputs[i][k]), (d, w, got)
     assert run_mlp(block, at_token({"share": 0.25})) == {}
+
+
+def test_mean_type_mlp_gates_twins_by_their_sum() -> None:
+    # 4 and 4.0 selected together average to 4.0, as do two 4s; one 4 stays 4
+    widths = [1, 2, 3]
+    outputs = [[{"m:4": 1.0}, {}, {}], [{"m:4.0": 1.0}, {}, {}], [{}, {"m:4.0": 1.0}, {"m:4.0": 1.0}]]
+    block = M.mean_type_mlp("m", [["s:4"], ["s:4.0"], ["s:4", "s:4.0"]], "share", widths, outputs, {})
+    assert run_mlp(block, at_token({"s:4": 1.0, "share": 0.5})) == pytest.approx({"m:4": 1.0})
+    assert run_mlp(block, at_token({"s:4": 1.0, "share": 1 / 3})) == pytest.approx({"m:4.0": 1.0})
+    assert run_mlp(block, at_token({"s:4": 0.5, "s:4.0": 0.5, "share": 1 / 3})) == pytest.approx({"m:4.0": 1.0})
+    assert run_mlp(block, at_token({"s:4": 2 / 3, "s:4.0": 1 / 3, "share": 0.25})) == pytest.approx({"m:4.0": 1.0})
 
 
 # --------------------------------------------------------------------------- attention

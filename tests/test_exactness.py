@@ -171,6 +171,15 @@ def test_far_values_on_both_sides_of_small_steps_are_refused_with_the_reason() -
         compile_rasp_to_model(rasp.SequenceMap(lambda t, c: c == 2, tokens, both), ["a"], 4)
 
 
+def test_a_categorical_mean_of_equal_numbers_of_different_types_is_their_float() -> None:
+    # 4 and 4.0 selected together average to 4.0, whichever of them the source holds where
+    fours = rasp.SequenceMap(lambda t, i: 4 if i % 2 == 0 else 4.0, tokens, indices)
+    mean = rasp.Aggregate(rasp.Select(tokens, tokens, Cmp.EQ), fours)
+    assert exhaustive(rasp.Map(repr, mean), ["a", "b"], 4) == 30
+    bools = rasp.SequenceMap(lambda t, i: True if i < 2 else 1, tokens, indices)
+    exhaustive(rasp.Map(repr, rasp.Aggregate(rasp.Select(tokens, tokens, Cmp.EQ), bools)), ["a", "b"], 4)
+
+
 def test_gaps_are_relative_to_the_values() -> None:
     tiny = rasp.numerical(rasp.Map(lambda t: 1e-6 if t == "a" else 1.125e-6, tokens))
     mean = rasp.numerical(rasp.Aggregate(rasp.Select(indices, indices, Cmp.EQ), tiny, default=0))

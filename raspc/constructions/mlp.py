@@ -208,15 +208,16 @@ def tuple_mlp(label: str, parts: Sequence[tuple[Sequence[str], bool]], tuples: S
 
 
 Noise = float | Callable[[float, float], float]  # absolute, or per pair of neighbouring values
+Gate = tuple[Sequence[str], float]  # directions that sum to exactly 0 or 1, and the gate's strength
 
 
 def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: Mapping[str, float], tag: str,
-                  noise: Noise, gate: tuple[str, float] | None = None, falling: bool = False) -> None:
+                  noise: Noise, gate: Gate | None = None, falling: bool = False) -> None:
     """Adds delta_out * clamp((x - t0) / (t1 - t0), 0, 1) with t0, t1 a quarter of the gap inside
     [lo, hi]: exactly 0 near lo and exactly delta_out near hi, so noise of up to a quarter gap in x
     never reaches the output. `falling` adds -delta_out * clamp((t1 - x) / (t1 - t0), 0, 1)
-    instead: the same step, but 0 right of the gap rather than left of it. With `gate = (g, M)`
-    the ramp is shifted down by M(1 - g): off unless g = 1."""
+    instead: the same step, but 0 right of the gap rather than left of it. With `gate = (gs, M)`
+    the ramp is shifted down by M(1 - sum of gs): off unless the gate directions sum to 1."""
     flo, fhi = simple_fraction(lo), simple_fraction(hi)
     if callable(noise):
         noise = noise(lo, hi)
@@ -235,8 +236,8 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
         inputs = {x_dir: float(slope)}
         bias0, bias1 = float(-t0 * slope), float(-t1 * slope)
     if gate is not None:
-        g, m = gate
-        inputs[g] = m
+        gs, m = gate
+        inputs.update({g: m for g in gs})
         bias0, bias1 = bias0 - m, bias1 - m
     mlp.neuron(f"{tag}>", inputs, bias0, dict(delta_out))
     mlp.neuron(f"{tag}<", inputs, bias1, {k: -v for k, v in delta_out.items()})
@@ -301,7 +302,7 @@ def plan_discretisation(xs: Sequence[float], outputs: Sequence[Mapping[str, floa
 
 
 def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
-                       noise: Noise, tag: str = "", gate: tuple[str, float] | None = None) -> None:
+                       noise: Noise, tag: str = "", gate: Gate | None = None) -> None:
     """Units equal to outputs[i] at x = xs[i] (xs strictly ascending): the output at the plan's
     pivot as a constant plus a ramp wherever the output changes. Ungated, the constant becomes an
     output bias. Refused when float32 rounding could move the output by more than DISCRETISATION_LIMIT."""
@@ -310,7 +311,7 @@ def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs
     if gate is None:
         mlp.add_output_bias(base)
     elif base:
-        mlp.neuron(f"{tag}base", {gate[0]: 1.0}, 0.0, base)
+        mlp.neuron(f"{tag}base", {g: 1.0 for g in gate[0]}, 0.0, base)
     for i, delta in _steps(outputs):
         _step_neurons(mlp, x_dir, float(xs[i]), float(xs[i + 1]), delta, f"{tag}{i}", noise, gate,
                       falling=i < plan.pivot)
@@ -396,19 +397,19 @@ def width_mlp(label: str, share_dir: str, widths: Sequence[int], outputs: Sequen
                             noise=0.0)
 
 
-def mean_type_mlp(label: str, selected_dirs: Sequence[str], share_dir: str, widths: Sequence[int],
+def mean_type_mlp(label: str, gates: Sequence[Sequence[str]], share_dir: str, widths: Sequence[int],
                   outputs: Sequence[Sequence[Mapping[str, float]]], bos_content: Mapping[str, float]) -> MlpBlock:
     """A categorical mean whose value depends on how many equal values were averaged (the evaluator's
-    mean of 1 and 1 is 1.0): outputs[i][k] is written when selected_dirs[i] is selected and the
-    selection width is widths[k], read from BOS's share of attention 1/(w+1). Each value's
-    discretisation is gated by its selected direction (exactly 0 or 1)."""
+    mean of 1 and 1 is 1.0): outputs[i][k] is written when the directions gates[i] sum to 1 (the
+    selected value is one of them) and the selection width is widths[k], read from BOS's share of
+    attention 1/(w+1). Each discretisation is gated by its directions' sum (exactly 0 or 1)."""
     mlp = MlpBuilder(label)
     order = sorted(range(len(widths)), key=lambda k: 1.0 / (widths[k] + 1))
     shares = [1.0 / (widths[k] + 1) for k in order]
     gate_strength = float(math.ceil(4 * (len(widths) + 1) ** 2 + 1))
-    for i, d in enumerate(selected_dirs):
-        add_discretisation(mlp, share_dir, shares, [outputs[i][k] for k in order], 0.0, tag=f"{d}:",
-                           gate=(d, gate_strength))
+    for i, dirs in enumerate(gates):
+        add_discretisation(mlp, share_dir, shares, [outputs[i][k] for k in order], 0.0, tag=f"{'+'.join(dirs)}:",
+                           gate=(dirs, gate_strength))
     return mlp.finish(bos_content)
 
 

@@ -45,7 +45,7 @@ from raspc.dialects import craft as C
 from raspc.dialects import rasp as R
 from raspc.dialects.common import container_of
 from raspc.errors import IRError, UnsupportedError
-from raspc.utils.values import ValueIndex, Value, format_value, identity, is_number
+from raspc.utils.values import ValueIndex, Value, evaluator_mean, format_value, identity, is_number
 
 
 def craft_type(label: str, t: R.SOpType) -> Attribute:
@@ -420,7 +420,11 @@ class SelectAggregateToAttentionHead(_Lowering):
         if never_empty:
             default = None  # BOS's value is never read
         plain = ValueIndex([*src_vals, *([] if default is None else [default])])
-        if all(v in plain for v in res_t.non_none_values):
+        # where the inferred result holds the float of an int or bool (1 -> 1.0), two or more selected
+        # equal values change type, even when that float is also a value of the source
+        retyped = any(is_number(v) and identity(evaluator_mean([v, v])) != identity(v)
+                      and evaluator_mean([v, v]) in res_index for v in src_vals)
+        if not retyped and all(v in plain for v in res_t.non_none_values):
             out_dirs = out_space.labels
             w_ov = {(d, out_dirs[res_index[v]]): 1.0 for d, v in zip(C.space_labels(src), src_t.non_none_values)
                     if v in res_index}
@@ -436,7 +440,6 @@ class SelectAggregateToAttentionHead(_Lowering):
                           scale: float) -> tuple[list[Operation], SSAValue]:
         """The evaluator's mean of k equal numbers v is `sum([v] * k) / k`: v itself for k = 1, a float
         (1 -> 1.0) for more. One head selects v, one measures the width, an MLP writes the typed mean."""
-        from raspc.utils.values import evaluator_mean
 
         spec = _program(op).spec
         res_t, src_t = op.result_type, R.sop_type(op.sop)
@@ -478,8 +481,23 @@ class SelectAggregateToAttentionHead(_Lowering):
                 value = None  # the evaluator refuses to average non-numbers: outside the domain
             return {} if value is None or value not in out_index else {out_dirs[out_index[value]]: 1.0}
 
-        outputs = [[written(v, w) for w in widths] for v in selected_vals]
-        block = M.mean_type_mlp(op.label_str, sel_dirs, share_op.res.type.labels[0], widths, outputs,
+        # numerically equal values of different types (4 and 4.0, 1 and True) average to the float
+        # whichever of them are selected: past width 1 their sum gates the mean, not each alone
+        twins: dict[float, list[Value]] = {}
+        for v in selected_vals:
+            if v in from_src and is_number(v):
+                twins.setdefault(float(v), []).append(v)
+        in_group = {identity(v) for group in twins.values() if len(group) > 1 for v in group}
+        gates: list[list[str]] = []
+        outputs: list[list[dict[str, float]]] = []
+        for v in selected_vals:
+            gates.append([sel_dirs[sel_index[v]]])
+            outputs.append([written(v, w) if w <= 1 or identity(v) not in in_group else {} for w in widths])
+        for group in twins.values():
+            if len(group) > 1:
+                gates.append([sel_dirs[sel_index[v]] for v in group])
+                outputs.append([written(group[0], w) if w > 1 else {} for w in widths])
+        block = M.mean_type_mlp(op.label_str, gates, share_op.res.type.labels[0], widths, outputs,
                                 _bos_of([pick_op.res, share_op.res]))
         mlp = self.mlp_op(block, [pick_op.res, share_op.res], out_space, op)
         return [pick_op, share_op, mlp], mlp.res
