@@ -672,8 +672,11 @@ def combine(runs: list[dict]) -> str:
               "`PYTHONPATH=/tmp/snap python benchmarks/fuzz_random_programs.py ...` (the report names the "
               "commit). Timeouts depend on the machine and its load; everything else is a function of the "
               "command (and the compiler).", "",
-              "Crashes and mismatches by kind (all runs):", "", "| programs | kind |", "|---:|---|"]
-    lines += [f"| {n} | {k} |" for k, n in failures.most_common()] or ["| 0 | |"]
+              "Crashes and mismatches by kind (all runs):", ""]
+    if failures:
+        lines += ["| programs | kind |", "|---:|---|", *(f"| {n} | {k} |" for k, n in failures.most_common())]
+    else:
+        lines.append("None.")
     lines += ["", "Refusals by normalised reason (all runs):", "", "| count | class | reason |", "|---:|---|---|"]
     lines += [f"| {n} | {c} | {r.replace('|', '/')} |" for (c, r), n in refusals.most_common()]
     return "\n".join(lines) + "\n\n" + SUMMARY_END + "\n"
