@@ -1,4 +1,4 @@
-"""Fuzz the compiler with random well-typed RASP programs (the generator of tests/strategies.py).
+"""Fuzz the compiler with random well-typed RASP programs (raspc.random_programs, through tests/strategies.py).
 
     python benchmarks/fuzz_random_programs.py --programs 3000 --seed 0 --max-seq-len 4-24 --workers 2
 

@@ -10,7 +10,7 @@ Every module is given a level; a module may import only modules at its own level
     3  craft: dialect, interpreter, constructions, craft passes, craft -> tensor
     4  rasp: dialect, analyses, interpreter, rasp passes, rasp -> craft
     5  the RASP language, the library, the front end (program -> rasp)
-    6  drivers: compiler, verification, model, CLI, plugin
+    6  drivers: compiler, verification, model, CLI, plugin, random programs, datasets
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ LEVELS: list[tuple[int, tuple[str, ...]]] = [
          "raspc.lowering.rasp_to_craft")),
     (5, ("raspc.rasp", "raspc.lib", "raspc.lowering.program_to_rasp")),
     (6, ("raspc.compiler", "raspc.verification", "raspc.interpreters", "raspc.model", "raspc.compiling",
-         "raspc.cli", "raspc.universe", "raspc")),
+         "raspc.cli", "raspc.universe", "raspc", "raspc.random_programs", "raspc.datasets")),
 ]
 
 
