@@ -41,6 +41,7 @@ _RASPC_PASSES = {
     "layout-residual": ("raspc.passes.layout_residual", "LayoutResidualPass"),
     "lower-craft-to-tensor": ("raspc.lowering.craft_to_tensor", "LowerCraftToTensorPass"),
     "export-onnx": ("raspc.lowering.tensor_to_onnx", "ExportOnnxPass"),
+    "export-compact-onnx": ("raspc.lowering.compact_onnx", "ExportCompactOnnxPass"),
 }
 _USER_PASSES: dict[str, Callable[[], type[ModulePass]]] = {}
 

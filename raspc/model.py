@@ -30,15 +30,27 @@ class CompiledModel:
 
     def __init__(self, module: ModuleOp, snapshots: dict[str, ModuleOp], program: rasp.SOp | None = None,
                  pipeline: str = DEFAULT_PIPELINE):
-        from raspc.lowering.tensor_to_onnx import tensor_to_onnx
+        from raspc.lowering.compact_onnx import tensor_to_compact_onnx
 
         self.module = module
         self.pipeline = pipeline
         self._snapshots = snapshots
         self._ir: dict[str, str] = {}
         self.program = program
-        self.onnx_model: onnx.ModelProto = tensor_to_onnx(module)
-        self.runtime = OnnxModel.load(self.onnx_model.SerializeToString())
+        self._onnx_model: onnx.ModelProto | None = None
+        # the session runs the compact graph (same answers, cost follows the non-zero weights)
+        self.compact_onnx_model: onnx.ModelProto = tensor_to_compact_onnx(module)
+        self.runtime = OnnxModel.load(self.compact_onnx_model.SerializeToString())
+
+    @property
+    def onnx_model(self) -> onnx.ModelProto:
+        """The transformer-shaped ONNX graph: full residual, named per-head intermediates and
+        weights (what circuit analysis, hooks and TransformerLens read); built on first use."""
+        if self._onnx_model is None:
+            from raspc.lowering.tensor_to_onnx import tensor_to_onnx
+
+            self._onnx_model = tensor_to_onnx(self.module)
+        return self._onnx_model
 
     # -- inspection ------------------------------------------------------
     def ir(self, level: str = "tensor") -> str:
@@ -92,9 +104,12 @@ class CompiledModel:
         """Runs sequences of mixed lengths in one padded, masked batch; returns decoded lists."""
         return self.runtime.apply_batch(seqs)
 
-    def save_onnx(self, path: str | os.PathLike[str]) -> None:
+    def save_onnx(self, path: str | os.PathLike[str], *, compact: bool = False) -> None:
+        """Writes the transformer-shaped graph, or with `compact` the faster deployment graph (same
+        inputs, outputs, metadata and answers; not readable by `raspc circuits`)."""
+        model = self.compact_onnx_model if compact else self.onnx_model
         with open(path, "wb") as f:
-            f.write(self.onnx_model.SerializeToString())
+            f.write(model.SerializeToString())
 
 
 def compile_rasp_to_model(

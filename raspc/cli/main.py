@@ -260,9 +260,12 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         )
 
     if emit == "onnx":
-        from raspc.lowering.tensor_to_onnx import tensor_to_onnx
+        if args.compact:
+            from raspc.lowering.compact_onnx import tensor_to_compact_onnx as export
+        else:
+            from raspc.lowering.tensor_to_onnx import tensor_to_onnx as export
 
-        model = tensor_to_onnx(module)
+        model = export(module)
         _write(args.output, model.SerializeToString())
         return
     text = _ir_text(module)
@@ -485,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after every pass, run the IR in its level's interpreter and compare with the program: "
                    "on 32 random inputs (shrunk to a minimal failing one), on N, or on every input up to "
                    "max_seq_len (exhaustive, when there are at most 100,000)")
+    c.add_argument("--compact", action="store_true",
+                   help="write the compact deployment graph (faster, same answers; `circuits` needs the default graph)")
     c.add_argument("--elide", action="store_true",
                    help="print long dense<...> weights as dense<...> (for reading; the text then does not parse)")
     c.set_defaults(func=cmd_compile, subparser=c)

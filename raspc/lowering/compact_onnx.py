@@ -1,0 +1,491 @@
+"""The compact export: the ONNX contract of `tensor_to_onnx`, with a forward pass whose cost follows
+the non-zero work.
+
+A compiled residual stream is mostly zeros as far as any one block is concerned: a head reads a few
+named directions and writes a few others. The dense ("transformer-shaped") graph multiplies the
+whole residual by every weight matrix; this one never materialises the residual between blocks.
+The residual dimensions are partitioned into *segments* (dims with the same writers and the same
+readers), and the stream is a set of segment tensors [B, T, |segment|]:
+
+- the embedding gathers rows of the token and position tables restricted to the segments they write;
+- each head / MLP concatenates only the segments it reads (Q, K and V separately), multiplies by its
+  weights restricted to those rows and to the columns that can be non-zero (a Q/K column whose other
+  side is zero, a hidden unit that writes nothing, are dropped: exact, they only add zeros), and its
+  output covers only the segments it writes;
+- `output` reads only the output s-op's segments; `residual` is assembled once, at the end, from the
+  final segments (onnxruntime skips it when a caller asks for `output` alone).
+
+Same inputs, outputs, metadata and decoding as the dense graph (raspc/runtime.py runs both); sums
+skip zero terms, so floats may differ from the dense graph in the last bits, never the decoded answer
+(tests/test_compact_onnx.py checks both against the tensor interpreter). The metadata key
+`raspc.graph` says "compact"; hooks and TransformerLens build on the dense graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from raspc.dialects import tensor as T
+from raspc.dialects.tensor import NONE_THRESHOLD
+from raspc.lowering.tensor_to_onnx import (
+    DEFAULT_NAME,
+    INPUT,
+    IR_VERSION,
+    OPSET,
+    OUTPUT,
+    RESIDUAL,
+    _emit_mask,
+    _GraphBuilder,
+    _metadata,
+    _model_doc,
+    _scalar,
+)
+
+GRAPH_KIND = "raspc.graph"  # metadata key: "compact" here (absent on the dense graph)
+
+
+# --------------------------------------------------------------------------- which dims each block touches
+
+
+def _nonzero_rows(*weights: np.ndarray) -> np.ndarray:
+    """Residual dims (rows) any of `weights` reads."""
+    return np.flatnonzero(np.any(np.concatenate(weights, axis=1) != 0, axis=1))
+
+
+def _nonzero_cols(*weights: np.ndarray) -> np.ndarray:
+    """Residual dims (columns) any of `weights` writes."""
+    return np.flatnonzero(np.any(np.concatenate(weights, axis=0) != 0, axis=0))
+
+
+@dataclass
+class _Block:
+    """One head or MLP with its weights as numpy arrays, and the residual dims it reads and writes."""
+
+    op: T.AttentionHeadOp | T.MlpOp
+    weights: dict[str, np.ndarray]
+    reads: dict[str, np.ndarray]  # "q", "k", "v" (a head) or "in" (an MLP) -> residual dims
+    writes: np.ndarray
+
+
+def _block(op: T.AttentionHeadOp | T.MlpOp) -> _Block:
+    if isinstance(op, T.AttentionHeadOp):
+        w = {k: T.dense_to_numpy(getattr(op, f"w_{k}")) for k in "qkvo"}
+        # a Q/K column only matters when both sides can be non-zero, a V/O column likewise
+        qk = np.any(w["q"] != 0, axis=0) & np.any(w["k"] != 0, axis=0)
+        ov = np.any(w["v"] != 0, axis=0) & np.any(w["o"] != 0, axis=1)
+        w = {"q": w["q"][:, qk], "k": w["k"][:, qk], "v": w["v"][:, ov], "o": w["o"][ov, :]}
+        reads = {k: _nonzero_rows(w[k]) for k in "qkv"}
+        return _Block(op, w, reads, _nonzero_cols(w["o"]))
+    w = {k: T.dense_to_numpy(getattr(op, k)) for k in ("w_in", "b_in", "w_out", "b_out")}
+    # a hidden unit that writes nothing, or is never positive (no input, bias <= 0), adds only zeros
+    live = np.any(w["w_out"] != 0, axis=1) & (np.any(w["w_in"] != 0, axis=0) | (w["b_in"] > 0))
+    w = {"w_in": w["w_in"][:, live], "b_in": w["b_in"][live], "w_out": w["w_out"][live, :], "b_out": w["b_out"]}
+    return _Block(op, w, {"in": _nonzero_rows(w["w_in"])}, _nonzero_cols(w["w_out"], w["b_out"][None, :]))
+
+
+@dataclass(frozen=True)
+class ResidualPartition:
+    """The residual dims grouped into segments: dims with the same writers and the same readers.
+
+    `segments[s]` lists the dims of segment s (ascending); `segment_of[d]` is d's segment, -1 for a
+    dim nothing writes (it is always zero and never stored).
+    """
+
+    segments: tuple[np.ndarray, ...]
+    segment_of: np.ndarray
+
+    def covering(self, dims: np.ndarray) -> list[int]:
+        """The segments holding `dims` (dims nothing writes are zero: no segment)."""
+        segs = self.segment_of[dims]
+        return sorted(set(int(s) for s in segs[segs >= 0]))
+
+
+def partition_residual(d_model: int, writers: list[np.ndarray], readers: list[np.ndarray]) -> ResidualPartition:
+    """Groups the residual dims by the set of writers and readers (lists of dims) touching them."""
+    touch = np.zeros((len(writers) + len(readers), d_model), dtype=bool)
+    for i, dims in enumerate([*writers, *readers]):
+        touch[i, dims] = True
+    written = touch[: len(writers)].any(axis=0)
+    keys: dict[bytes, int] = {}
+    segment_of = np.full(d_model, -1, dtype=np.int64)
+    members: list[list[int]] = []
+    for d in np.flatnonzero(written):
+        s = keys.setdefault(np.packbits(touch[:, d]).tobytes(), len(keys))
+        if s == len(members):
+            members.append([])
+        members[s].append(int(d))
+        segment_of[d] = s
+    return ResidualPartition(tuple(np.array(m, dtype=np.int64) for m in members), segment_of)
+
+
+# --------------------------------------------------------------------------- segment tensors in the graph
+
+
+@dataclass
+class _Chunk:
+    """An ONNX tensor [B, T, width] holding some segments side by side."""
+
+    name: str
+    segments: list[int]
+    offsets: list[int]  # column of each segment in the chunk
+
+
+@dataclass
+class _Stream:
+    """A residual stream as segment tensors: segment -> (chunk, index of the segment in it)."""
+
+    where: dict[int, tuple[_Chunk, int]] = field(default_factory=dict)
+
+
+class _CompactBuilder:
+    def __init__(self, g: _GraphBuilder, partition: ResidualPartition, expose_attention: bool):
+        self.g = g
+        self.part = partition
+        self.expose_attention = expose_attention
+        self.batch_zeros = ""
+        self.chunk_order: dict[str, int] = {}  # chunk name -> creation order (to order reads)
+        self.c_axis2 = ""
+
+    def axis2(self) -> str:
+        if not self.c_axis2:
+            self.c_axis2 = self.g.init("const.axes_2", np.array([2], dtype=np.int64))
+        return self.c_axis2
+
+    def chunk(self, name: str, segments: list[int]) -> _Chunk:
+        sizes = [len(self.part.segments[s]) for s in segments]
+        offsets = list(np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)) if sizes else []
+        self.chunk_order[name] = len(self.chunk_order)
+        return _Chunk(name, segments, offsets)
+
+    def zeros(self, width: int) -> str:
+        """A zero tensor [B, T, width] (for residual dims nothing writes)."""
+        g = self.g
+        if not self.batch_zeros:
+            c_axis = g.init("const.axes_m1", np.array([-1], dtype=np.int64))
+            ids = g.node("Unsqueeze", [INPUT, c_axis], "zeros.ids")  # [B, T, 1]
+            self.batch_zeros = g.node("Cast", [g.node("Mul", [ids, g.init("const.zero_i64", _scalar(0, np.int64))],
+                                                           "zeros.i64")], "zeros.f32", to=TensorProto.FLOAT)
+        return g.node("Tile", [self.batch_zeros, g.init("zeros.repeats", np.array([1, 1, width], dtype=np.int64))],
+                      "zeros")
+
+    def put(self, stream: _Stream, chunk: _Chunk) -> None:
+        for i, s in enumerate(chunk.segments):
+            stream.where[s] = (chunk, i)
+
+    def slice(self, chunk: _Chunk, first: int, last: int, name: str) -> str:
+        """Columns of segments first..last (indices into chunk.segments) of a chunk."""
+        if first == 0 and last == len(chunk.segments) - 1:
+            return chunk.name
+        start = chunk.offsets[first]
+        stop = chunk.offsets[last] + len(self.part.segments[chunk.segments[last]])
+        starts = self.g.init(f"{name}.start", np.array([start], dtype=np.int64))
+        stops = self.g.init(f"{name}.stop", np.array([stop], dtype=np.int64))
+        return self.g.node("Slice", [chunk.name, starts, stops, self.axis2()], name)
+
+    def read(self, stream: _Stream, dims: np.ndarray, name: str) -> tuple[str, np.ndarray] | None:
+        """A tensor of the segments holding `dims` in `stream`, and the residual dim of each of its
+        columns; None when all of them are zero (nothing wrote them yet)."""
+        segs = [s for s in self.part.covering(dims) if s in stream.where]
+        if not segs:
+            return None
+        # order by where segments live, so neighbours in one chunk become one slice
+        segs.sort(key=lambda s: (self.chunk_order[stream.where[s][0].name], stream.where[s][1]))
+        pieces: list[str] = []
+        run: list[int] = []  # indices into the current chunk's segments
+
+        def flush() -> None:
+            chunk = stream.where[segs_in_run[0]][0]
+            pieces.append(self.slice(chunk, run[0], run[-1], f"{name}.part"))
+
+        segs_in_run: list[int] = []
+        for s in segs:
+            chunk, i = stream.where[s]
+            if run and stream.where[segs_in_run[0]][0] is chunk and i == run[-1] + 1:
+                run.append(i)
+                segs_in_run.append(s)
+                continue
+            if run:
+                flush()
+            run, segs_in_run = [i], [s]
+        flush()
+        x = pieces[0] if len(pieces) == 1 else self.g.node("Concat", pieces, name, axis=2)
+        return x, np.concatenate([self.part.segments[s] for s in segs])
+
+    def write(self, name: str, dims: np.ndarray) -> tuple[_Chunk, np.ndarray]:
+        """A chunk for a block output over the segments holding `dims`, and its columns' dims."""
+        segs = self.part.covering(dims)
+        cols = [self.part.segments[s] for s in segs]
+        return self.chunk(name, segs), np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+
+    def merge(self, streams: list[_Stream], name: str) -> _Stream:
+        """The sum of residual streams: segments held by one are shared, others are added."""
+        out = _Stream()
+        held: dict[int, list[_Stream]] = {}
+        for st in streams:
+            for s in st.where:
+                held.setdefault(s, []).append(st)
+        for s in sorted(held):
+            if len(held[s]) == 1:
+                out.where[s] = held[s][0].where[s]
+                continue
+            parts = []
+            for st in held[s]:
+                chunk, i = st.where[s]
+                parts.append(self.slice(chunk, i, i, f"{name}.seg{s}"))
+            total = self.g.node("Sum", parts, f"{name}.seg{s}")
+            self.put(out, self.chunk(total, [s]))
+        return out
+
+
+# --------------------------------------------------------------------------- emitters
+
+# Below this many rows a MatMul beats a column Gather in onnxruntime (measured on x86: a gathered
+# float costs about as much as 60-70 multiply-adds).
+GATHER_MIN_ROWS = 64
+
+
+def _project(g: _GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
+    """x @ w, strength-reduced where w picks columns: when every column of w has one non-zero
+    (a permutation or selection, as most one-hot to one-hot maps are), each output column is one
+    input column times that entry, exactly what the MatMul would sum (the other terms are zeros)."""
+    nz = w != 0
+    if not np.all(nz.sum(axis=0) == 1):
+        return g.node("MatMul", [x, g.init(f"{name}.W", w)], name)
+    rows = np.argmax(nz, axis=0).astype(np.int64)
+    coef = w[rows, np.arange(w.shape[1])]
+    if np.array_equal(rows, np.arange(len(rows))) and len(rows) == w.shape[0]:
+        y = x
+    elif np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+        starts = g.init(f"{name}.start", np.array([rows[0]], dtype=np.int64))
+        stops = g.init(f"{name}.stop", np.array([rows[0] + len(rows)], dtype=np.int64))
+        axis = g.init(f"{name}.axis", np.array([-1], dtype=np.int64))
+        y = g.node("Slice", [x, starts, stops, axis], f"{name}.cols")
+    elif w.shape[0] >= GATHER_MIN_ROWS:
+        y = g.node("Gather", [x, g.init(f"{name}.cols", rows)], f"{name}.cols", axis=-1)
+    else:
+        return g.node("MatMul", [x, g.init(f"{name}.W", w)], name)
+    if np.all(coef == 1):
+        return y if y != x else g.node("Identity", [x], name)
+    return g.node("Mul", [y, g.init(f"{name}.coef", coef.astype(np.float32))], name)
+
+
+
+def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
+    g = b.g
+    tok = T.dense_to_numpy(embed.token_embedding)
+    pos = T.dense_to_numpy(embed.position_embedding)
+    c_zero = g.init("const.zero_i64", _scalar(0, np.int64))
+    c_one = g.init("const.one_i64", _scalar(1, np.int64))
+    c_axes0 = g.init("const.axes_0", np.array([0], dtype=np.int64))
+    seq_len_1d = g.node("Shape", [INPUT], "seq_len_1d", start=1, end=2)
+    seq_len = g.node("Squeeze", [seq_len_1d, c_axes0], "seq_len")
+    positions = g.node("Range", [c_zero, seq_len, c_one], "positions")
+    if g.model.heads:
+        g.mask = _emit_mask(g, positions, c_zero, c_axes0)
+    stream = _Stream()
+    tok_segs = b.part.covering(_nonzero_cols(tok))
+    pos_segs = b.part.covering(_nonzero_cols(pos))
+    if tok_segs and not set(tok_segs) & set(pos_segs):  # separate tables: no Add
+        # a position index per [batch, seq] slot, so position segments have the batch axis too
+        pos_ids = g.node("Add", [g.node("Mul", [INPUT, c_zero], "batch_zeros"), positions], "position_ids")
+        for segs, table, idx, what in ((tok_segs, tok, INPUT, "tokens"), (pos_segs, pos, pos_ids, "positions")):
+            if not segs:
+                continue
+            cols = np.concatenate([b.part.segments[s] for s in segs])
+            w = g.init(f"{what}_embedding", table[:, cols])
+            b.put(stream, b.chunk(g.node("Gather", [w, idx], f"embed.{what}", axis=0), segs))
+        return stream
+    segs = sorted(set(tok_segs) | set(pos_segs))
+    cols = np.concatenate([b.part.segments[s] for s in segs])
+    w_tok = g.init("token_embedding", tok[:, cols])
+    w_pos = g.init("position_embedding", pos[:, cols])
+    tok_part = g.node("Gather", [w_tok, INPUT], "embed.tokens", axis=0)
+    pos_part = g.node("Gather", [w_pos, positions], "embed.positions", axis=0)
+    b.put(stream, b.chunk(g.node("Add", [tok_part, pos_part], "embed"), segs))
+    return stream
+
+
+def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Stream:
+    g, w = b.g, blk.weights
+    op = blk.op
+    assert isinstance(op, T.AttentionHeadOp)
+    out_chunk, out_dims = b.write(f"{prefix}.out", blk.writes)
+    if not len(out_dims) and not b.expose_attention:
+        return _Stream()
+    read = {k: b.read(x, blk.reads[k], f"{prefix}.x_{k}") for k in "qkv"}
+    # the projections, each from the segments it reads (a projection of zeros is zeros: skipped)
+    proj: dict[str, str | None] = {}
+    for k in "qkv":
+        r = read[k]
+        proj[k] = None if r is None else _project(g, r[0], w[k][r[1]], f"{prefix}.{k}")
+    if proj["q"] is None or proj["k"] is None:  # scores all zero: a uniform pattern over unmasked keys
+        scores = g.mask
+    else:
+        k_t = g.node("Transpose", [proj["k"]], f"{prefix}.k_T", perm=[0, 2, 1])
+        qk = g.node("MatMul", [proj["q"], k_t], f"{prefix}.qk")
+        scale = g.init(f"{prefix}.scale", _scalar(op.scale_float, np.float32))
+        scores = g.node("Add", [g.node("Mul", [qk, scale], f"{prefix}.scaled"), g.mask], f"{prefix}.scores")
+    pattern = g.node("Softmax", [scores], f"{prefix}.pattern", axis=-1)
+    g.patterns.append((g.attention_names[op], pattern))
+    if proj["v"] is None or not len(out_dims):
+        return _Stream()
+    z = g.node("MatMul", [pattern, proj["v"]], f"{prefix}.z")
+    out = _Stream()
+    b.put(out, _Chunk(_project(g, z, w["o"][:, out_dims], out_chunk.name), out_chunk.segments, out_chunk.offsets))
+    return out
+
+
+def _emit_mlp(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Stream:
+    g, w = b.g, blk.weights
+    out_chunk, out_dims = b.write(f"{prefix}.out", blk.writes)
+    if not len(out_dims):
+        return _Stream()
+    r = b.read(x, blk.reads["in"], f"{prefix}.x")
+    b_in = g.init(f"{prefix}.b_in", w["b_in"])
+    if r is None:  # no input: the hidden layer is relu(b_in), a constant
+        pre = b_in
+    else:
+        pre = g.node("Add", [_project(g, r[0], w["w_in"][r[1]], f"{prefix}.x_W_in"), b_in], f"{prefix}.pre")
+    hidden = g.node("Relu", [pre], f"{prefix}.hidden")
+    b_out = g.init(f"{prefix}.b_out", w["b_out"][out_dims])
+    y = g.node("Add", [_project(g, hidden, w["w_out"][:, out_dims], f"{prefix}.hidden_W_out"), b_out], out_chunk.name)
+    out = _Stream()
+    b.put(out, _Chunk(y, out_chunk.segments, out_chunk.offsets))
+    return out
+
+
+def _emit_readout(b: _CompactBuilder, op: T.ReadoutOp, x: _Stream) -> None:
+    g = b.g
+    dims = np.array(op.dims_list, dtype=np.int64)
+    r = b.read(x, dims, "readout.x")
+    if r is None or not np.isin(dims, r[1]).all():  # some output dims are never written (zeros)
+        r = (RESIDUAL, np.arange(g.model.d_model))
+    column = {int(d): i for i, d in enumerate(r[1])}
+    cols = np.array([column[int(d)] for d in dims], dtype=np.int64)
+    if op.is_categorical:
+        values = r[0] if np.array_equal(cols, np.arange(len(r[1]))) else g.node(
+            "Gather", [r[0], g.init("readout.dims", cols)], "readout.values", axis=2)
+        c_thr = g.init("const.none_threshold", _scalar(NONE_THRESHOLD, np.float32))
+        c_none = g.init("const.minus_one_i64", _scalar(-1, np.int64))
+        c_last = g.init("const.axes_m1", np.array([-1], dtype=np.int64))
+        idx = g.node("ArgMax", [values], "readout.argmax", axis=-1, keepdims=0)
+        mx = g.node("ReduceMax", [values, c_last], "readout.max", keepdims=0)
+        is_none = g.node("Less", [mx, c_thr], "readout.is_none")
+        g.node_named("Where", [is_none, c_none, idx], OUTPUT)
+    else:
+        g.node_named("Gather", [r[0], g.init("readout.dim", _scalar(cols[0], np.int64))], OUTPUT, axis=2)
+
+
+def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
+    """The `residual` output [B, T, D]: runs of consecutive dims cut from the final segments and
+    concatenated in residual order (a copy, no gather), zeros where nothing writes."""
+    g = b.g
+    pieces: list[str] = []
+    d = 0
+    while d < d_model:
+        s = int(b.part.segment_of[d])
+        if s < 0 or s not in x.where:  # a run of dims nothing wrote: zeros
+            end = d
+            while end < d_model and (b.part.segment_of[end] < 0 or int(b.part.segment_of[end]) not in x.where):
+                end += 1
+            pieces.append(b.zeros(end - d))
+            d = end
+            continue
+        chunk, i = x.where[s]
+        dims = b.part.segments[s]
+        k = int(np.searchsorted(dims, d))  # d's column in its segment; the run goes on while dims do
+        end = k
+        while end + 1 < len(dims) and dims[end + 1] == dims[end] + 1:
+            end += 1
+        start_col = chunk.offsets[i] + k
+        if start_col == 0 and end - k + 1 == _width(b, chunk):
+            pieces.append(chunk.name)
+        else:
+            starts = g.init("residual.start", np.array([start_col], dtype=np.int64))
+            stops = g.init("residual.stop", np.array([start_col + end - k + 1], dtype=np.int64))
+            pieces.append(g.node("Slice", [chunk.name, starts, stops, b.axis2()], "residual.part"))
+        d = int(dims[end]) + 1
+    g.node_named("Concat" if len(pieces) > 1 else "Identity", pieces, RESIDUAL, **({"axis": 2} if len(pieces) > 1 else {}))
+
+
+def _width(b: _CompactBuilder, chunk: _Chunk) -> int:
+    return sum(len(b.part.segments[s]) for s in chunk.segments)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def tensor_to_compact_onnx(
+    module: ModuleOp, *, expose_attention: bool = False, name: str | None = None
+) -> onnx.ModelProto:
+    """Exports a tensor-level module as a compact ONNX model (same contract as `tensor_to_onnx`)."""
+    model = T.tensor_model(module)
+    g = _GraphBuilder(model)
+    blocks = [_block(op) for op in model.ops if isinstance(op, (T.AttentionHeadOp, T.MlpOp))]
+    tok = T.dense_to_numpy(model.embed.token_embedding)
+    pos = T.dense_to_numpy(model.embed.position_embedding)
+    readout_dims = np.array(model.readout.dims_list, dtype=np.int64)
+    part = partition_residual(
+        model.d_model,
+        writers=[_nonzero_cols(tok), _nonzero_cols(pos), *(blk.writes for blk in blocks)],
+        readers=[*(dims for blk in blocks for dims in blk.reads.values()), readout_dims],
+    )
+    b = _CompactBuilder(g, part, expose_attention)
+    by_op = {blk.op: blk for blk in blocks}
+    streams: dict[object, _Stream] = {model.embed.res: _emit_embed(b, model.embed)}
+    for op in model.ops:
+        if isinstance(op, T.AddOp):
+            streams[op.res] = b.merge([streams[v] for v in op.inputs], "residual")
+        else:
+            emit = _emit_head if isinstance(op, T.AttentionHeadOp) else _emit_mlp
+            streams[op.res] = emit(b, by_op[op], streams[op.x], g.prefixes[op])
+    final = streams[model.readout.x]
+    _emit_full_residual(b, final, model.d_model)
+    _emit_readout(b, model.readout, final)
+
+    output_type = TensorProto.INT64 if model.readout.is_categorical else TensorProto.FLOAT
+    outputs = [
+        helper.make_tensor_value_info(OUTPUT, output_type, ["batch", "seq"]),
+        helper.make_tensor_value_info(RESIDUAL, TensorProto.FLOAT, ["batch", "seq", model.d_model]),
+    ]
+    if expose_attention:
+        for out_name, pattern in g.patterns:
+            g.node_named("Identity", [pattern], out_name)
+            outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", "seq", "seq"]))
+    if name is None:
+        name = model.name if model.name is not None else DEFAULT_NAME
+    graph = helper.make_graph(
+        g.nodes, name, [helper.make_tensor_value_info(INPUT, TensorProto.INT64, ["batch", "seq"])], outputs,
+        g.initializers, doc_string=f"RASP program '{name}' compiled by raspc (compact graph)",
+    )
+    onnx_model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="raspc", doc_string=_model_doc(model, name)
+    )
+    onnx_model.ir_version = IR_VERSION
+    helper.set_model_props(onnx_model, {**_metadata(model), GRAPH_KIND: '"compact"'})
+    return onnx_model
+
+
+@dataclass(frozen=True)
+class ExportCompactOnnxPass(ModulePass):
+    """Writes the module's compact ONNX model to `output` (the IR itself is left unchanged)."""
+
+    name = "export-compact-onnx"
+
+    output: str = "model.onnx"
+    expose_attention: bool = False
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        model = tensor_to_compact_onnx(op, expose_attention=self.expose_attention)
+        with open(self.output, "wb") as f:
+            f.write(model.SerializeToString())
+
+
+__all__ = ["tensor_to_compact_onnx", "ExportCompactOnnxPass", "partition_residual", "ResidualPartition", "GRAPH_KIND"]
