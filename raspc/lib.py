@@ -184,6 +184,25 @@ def shift_by(offset: int, /, sop: rasp.SOp) -> rasp.SOp:
     return shifted.named(f"shift_by({offset})")
 
 
+def make_induction(sop: rasp.SOp = rasp.tokens) -> rasp.SOp:
+    """An induction head (A Mathematical Framework for Transformer Circuits): at each position,
+    the token that followed an earlier occurrence of the current token ("A B ... A -> B").
+
+    A previous-token head writes `prev_token` (`shift_by(1, sop)`); the induction head's keys read
+    it (K-composition) and match it with the current token, among earlier positions, and copy
+    the token there. None where the current token has not occurred before. Where it has occurred
+    several times with different successors, the evaluator averages them (outside the domain of
+    categorical tokens, as for any categorical Aggregate).
+
+    Example: ``make_induction()("abcab") == [None, None, None, "b", "c"]``.
+    """
+    prev_token = shift_by(1, sop).named("prev_token")
+    earlier = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LT).named("earlier")
+    # a function, not Comparison.EQ: the first prev_token is None, which equals no token
+    follows_same = rasp.Select(prev_token, sop, lambda k, q: k == q).named("follows_same")
+    return rasp.Aggregate(follows_same & earlier, sop, default=None).named("induction")
+
+
 def detect_pattern(sop: rasp.SOp, pattern: Sequence[rasp.Value]) -> rasp.SOp:
     """True where `pattern` ends in `sop`, False elsewhere; None on the first len(pattern)-1 positions.
 
@@ -282,6 +301,7 @@ LIBRARY: dict[str, LibraryBuilder] = {
     "make_nary_sequencemap": lambda max_seq_len=MAX_SEQ_LEN: make_nary_sequencemap(
         lambda x, y, z: x + y - z, rasp.tokens, rasp.tokens, rasp.indices
     ),
+    "make_induction": lambda max_seq_len=MAX_SEQ_LEN: make_induction(rasp.tokens),
 }
 
 LIBRARY_DEFAULTS: dict[str, str] = {
@@ -300,6 +320,7 @@ LIBRARY_DEFAULTS: dict[str, str] = {
     "make_count_less_freq": "make_count_less_freq(2)",
     "make_count": 'make_count(tokens, "a")',
     "make_nary_sequencemap": "make_nary_sequencemap(lambda x, y, z: x + y - z, tokens, tokens, indices)",
+    "make_induction": "make_induction(tokens)",
 }
 
 # (vocab, max_seq_len) each default instance is compiled at in shared/tracr-lib-vectors.json.
@@ -319,4 +340,5 @@ LIBRARY_EXAMPLE_VOCAB: dict[str, tuple[list[rasp.Value], int]] = {
     "make_count_less_freq": (["a", "b", "c", "d"], 6),
     "make_count": (["a", "b", "c"], 8),
     "make_nary_sequencemap": ([1, 2, 3], 5),
+    "make_induction": (["a", "b", "c", "d"], 8),
 }

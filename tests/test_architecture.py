@@ -26,7 +26,9 @@ LEVELS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("raspc.errors", "raspc.utils")),
     (1, ("raspc.dialects.common",)),
     (2, ("raspc.dialects.tensor", "raspc.interpreters.tensor", "raspc.lowering.tensor_to_onnx", "raspc.runtime",
-         "raspc.analysis.circuits")),
+         "raspc.analysis.circuits",
+         # issue 8: weights as numpy, the ground-truth circuit graph, composition, TransformerLens export
+         "raspc.analysis.weights", "raspc.analysis.circuit_graph", "raspc.analysis.composition", "raspc.export")),
     (3, ("raspc.dialects.craft", "raspc.interpreters.craft", "raspc.constructions", "raspc.passes.allocate_layers",
          "raspc.passes.layout_residual", "raspc.lowering.craft_to_tensor")),
     (4, ("raspc.dialects.rasp", "raspc.analysis", "raspc.interpreters.rasp", "raspc.passes",

@@ -438,18 +438,55 @@ def cmd_circuits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
     if not os.path.exists(args.model):
         _fail(f"{args.model}: no such file")
-    circuits = Circuits.from_onnx(args.model)
+    onnx_model = args.model
+    circuits = Circuits.from_onnx(onnx_model)
     if args.head:
         try:
             h = circuits.head(args.head)
         except KeyError as exc:
             _fail(str(exc.args[0]))
+        if args.json:
+            _print_json({"head": h.name, **{side: [list(e) for e in matrix.entries()] for side, matrix in (
+                ("qk", circuits.qk_circuit(h.name)), ("ov", circuits.ov_circuit(h.name)))}})
+            return
         print(f"head {h.name}: QK circuit (query direction -> key direction)")
         print(circuits.qk_circuit(h.name).to_text(limit=args.limit))
         print(f"head {h.name}: OV circuit (key direction -> written direction)")
         print(circuits.ov_circuit(h.name).to_text(limit=args.limit))
     else:
-        print(circuits.report())
+        _circuits_graph_report(onnx_model, circuits.report(), args)
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    print(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False))
+
+
+def _circuits_graph_report(onnx_model: Any, report: str, args: argparse.Namespace) -> None:
+    """Issue 8: the ground-truth circuit graph and the composition scores through MLPs (as JSON
+    with --json: nodes, edges, composition, precision_recall at --threshold)."""
+    from raspc.analysis.circuit_graph import circuit_graph
+    from raspc.analysis.composition import analysis_json, composition_scores, precision_recall
+    from raspc.analysis.weights import ModelWeights
+
+    weights = ModelWeights.from_onnx(onnx_model)
+    if args.json:
+        _print_json(analysis_json(weights, args.threshold))
+        return
+    graph = circuit_graph(weights)
+    print(report)
+    print("circuit graph (ground truth: what each block reads, through Q, K, V or the MLP input):")
+    print(graph.to_text())
+    scores = [c for c in composition_scores(weights, graph) if c.path != "direct" and (c.score or c.ground_truth)]
+    if scores:
+        print("composition through MLPs (score, ground truth):")
+        for c in scores:
+            print(f"  {c.kind}-composition {c.source} -> {c.target} via {c.mlp}: {c.score:.3f}"
+                  f"{'' if c.ground_truth else '  (not in the graph)'}")
+    pr = precision_recall(composition_scores(weights, graph), args.threshold)
+    fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+    print(f"scores >= {args.threshold:g} against the graph: precision {fmt(pr.precision)}, recall {fmt(pr.recall)}")
 
 
 # --------------------------------------------------------------------------- argument parser
@@ -518,6 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("model", metavar="MODEL.onnx")
     ci.add_argument("--head", help="only this head (its label, or L<layer>.<label>)")
     ci.add_argument("--limit", type=int, default=40, help="entries shown per circuit (default 40)")
+    ci.add_argument("--json", action="store_true",
+                    help="print JSON: the ground-truth circuit graph (nodes, edges), composition scores on "
+                    "direct paths and through MLPs with their ground truth, precision/recall (--head: its circuits)")
+    ci.add_argument("--threshold", type=float, default=0.05,
+                    help="composition score counted as a composition, for precision/recall (default 0.05)")
     ci.set_defaults(func=cmd_circuits, subparser=ci)
     lb = sub.add_parser("lib", help="list the library programs usable as lib:NAME")
     lb.set_defaults(func=cmd_lib, subparser=lb)

@@ -6,6 +6,8 @@ Graph contract (see ARCHITECTURE.md, "ONNX export"):
                      numerical: float32 [batch, seq]
   output  `residual` float32 [batch, seq, D], the final residual stream
   outputs `attn.<label>` float32 [batch, seq, seq] per head, with `expose_attention=True`
+  outputs named like TransformerLens hooks, with `hooks=True` (`blocks.{l}.hook_resid_pre`, ...,
+          `blocks.{l}.attn.hook_pattern`, `logits`; see _emit_hooks)
 
 Every head is written out "project then sum": q = x W_Q, k = x W_K, scores = (q k^T) * scale + mask,
 pattern = softmax(scores), out = (pattern (x W_V)) W_O; the layer's residual is a Sum of the
@@ -43,6 +45,8 @@ DEFAULT_NAME = "raspc_model"  # the graph's name when the tensor.model has no `n
 INPUT = "tokens"
 OUTPUT = "output"
 RESIDUAL = "residual"
+LOGITS = "logits"  # with hooks=True: the residual dims the readout reads, [batch, seq, K]
+CIRCUIT_GRAPH = "raspc.circuit_graph"  # metadata key: the ground-truth circuit graph (JSON)
 
 
 def json_value(v: Any) -> Any:
@@ -68,13 +72,19 @@ class _GraphBuilder:
         self.model = model
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self.fresh = FreshNames(taken=(INPUT, OUTPUT, RESIDUAL))
+        self.fresh = FreshNames(taken=(INPUT, OUTPUT, RESIDUAL, LOGITS))
         self.names: dict[SSAValue, str] = {}  # SSA value -> the ONNX tensor holding it
         self.block_layer: dict[SSAValue, int] = {}  # head/MLP result -> its layer (names the sums)
         self.prefixes = model.block_prefixes()
         self.attention_names = model.attention_names()
         self.patterns: list[tuple[str, str]] = []  # (exposed output name, pattern tensor), per head
         self.mask = ""  # the shared additive attention mask, once the embedding has built it
+        # what the TransformerLens-named hooks expose (see _emit_hooks)
+        self.embed_parts: tuple[str, str, str] = ("", "", "")  # token rows, position rows, their sum
+        self.head_parts: list[tuple[int, str, str, str]] = []  # (layer, scores, pattern, out) per head
+        self.mlp_parts: dict[int, tuple[str, str, str]] = {}  # layer -> (pre, hidden, out)
+        self.sums: dict[tuple[int, str], tuple[str, str]] = {}  # (layer, "attn"|"mlp") -> (residual in, out)
+        self.readout_values = ""  # the residual dims the readout reads, [B, T, K]
 
     def init(self, name: str, array: np.ndarray) -> str:
         name = self.fresh(name)
@@ -113,6 +123,7 @@ def _emit_embed(g: _GraphBuilder, op: T.EmbedOp) -> None:
     tok_part = g.node("Gather", [tok_emb, INPUT], "embed.tokens", axis=0)  # [B, T, D]
     pos_part = g.node("Gather", [pos_emb, positions], "embed.positions", axis=0)  # [T, D]
     g.names[op.res] = g.node("Add", [tok_part, pos_part], "embed")
+    g.embed_parts = (tok_part, pos_part, g.names[op.res])
     if g.model.heads:  # built once, here, so every head reads the same mask
         g.mask = _emit_mask(g, positions, c_zero, c_axes0)
 
@@ -161,6 +172,7 @@ def _emit_attention_head(g: _GraphBuilder, op: T.AttentionHeadOp) -> None:
     g.names[op.res] = g.node("MatMul", [z, w_o], f"{p}.out")
     g.block_layer[op.res] = op.layer_int
     g.patterns.append((g.attention_names[op], pattern))
+    g.head_parts.append((op.layer_int, scores, pattern, g.names[op.res]))
 
 
 def _emit_mlp(g: _GraphBuilder, op: T.MlpOp) -> None:
@@ -175,6 +187,7 @@ def _emit_mlp(g: _GraphBuilder, op: T.MlpOp) -> None:
     out = g.node("MatMul", [hidden, w_out], f"{p}.hidden_W_out")
     g.names[op.res] = g.node("Add", [out, b_out], f"{p}.out")
     g.block_layer[op.res] = op.layer_int
+    g.mlp_parts[op.layer_int] = (pre, hidden, g.names[op.res])
 
 
 def _emit_add(g: _GraphBuilder, op: T.AddOp) -> None:
@@ -183,6 +196,9 @@ def _emit_add(g: _GraphBuilder, op: T.AddOp) -> None:
     base = f"L{max(layers)}.residual" if layers else "residual_sum"
     ins = [g.names[v] for v in op.inputs]
     g.names[op.res] = g.node("Sum" if len(ins) > 1 else "Identity", ins, base)
+    if layers:
+        kind = "mlp" if any(isinstance(v.owner, T.MlpOp) for v in op.inputs) else "attn"
+        g.sums[(max(layers), kind)] = (g.names[op.inputs[0]], g.names[op.res])
 
 
 def _emit_readout(g: _GraphBuilder, op: T.ReadoutOp) -> None:
@@ -195,6 +211,7 @@ def _emit_readout(g: _GraphBuilder, op: T.ReadoutOp) -> None:
         c_thr = g.init("const.none_threshold", _scalar(NONE_THRESHOLD, np.float32))
         c_none = g.init("const.minus_one_i64", _scalar(-1, np.int64))
         r = g.node("Gather", [final, c_dims], "readout.values", axis=2)  # [B, T, K]
+        g.readout_values = r
         idx = g.node("ArgMax", [r], "readout.argmax", axis=-1, keepdims=0)
         c_last = g.init("const.axes_m1", np.array([-1], dtype=np.int64))
         mx = g.node("ReduceMax", [r, c_last], "readout.max", keepdims=0)  # [B, T]
@@ -231,6 +248,77 @@ def _graph_outputs(g: _GraphBuilder, expose_attention: bool) -> list[onnx.ValueI
     return outputs
 
 
+# --------------------------------------------------------------------------- TransformerLens-named hooks
+
+
+def _hook(g: _GraphBuilder, source: str, name: str, shape: list[Any]) -> onnx.ValueInfoProto:
+    """An extra graph output `name`: an Identity of `source` (the computation itself is unchanged)."""
+    g.node_named("Identity", [source], name)
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _stack(g: _GraphBuilder, parts: list[str], axis: int, name: str) -> str:
+    """Per-head tensors stacked along a new axis (a head axis, as TransformerLens has it)."""
+    c_axis = g.init("const.hook_axes", np.array([axis], dtype=np.int64))
+    wide = [g.node("Unsqueeze", [p, c_axis], f"{name}.part") for p in parts]
+    return g.node("Concat", wide, name, axis=axis) if len(wide) > 1 else wide[0]
+
+
+def _emit_hooks(g: _GraphBuilder) -> list[onnx.ValueInfoProto]:
+    """Graph outputs named like TransformerLens's hooks, per layer l (heads in block order):
+    `blocks.l.hook_resid_pre`, `blocks.l.attn.hook_attn_scores` / `hook_pattern` [B, head, q, k],
+    `blocks.l.attn.hook_result` [B, T, head, d_model], `blocks.l.hook_attn_out`,
+    `blocks.l.hook_resid_mid`, `blocks.l.mlp.hook_pre` / `hook_post` [B, T, d_mlp],
+    `blocks.l.hook_mlp_out`, `blocks.l.hook_resid_post`; also `hook_embed`, `hook_pos_embed` and
+    `logits` (the residual dims the readout reads). They are side outputs of the plain graph's
+    tensors, so the hooked model computes exactly what the plain one does. A layer without heads
+    (or without an MLP) has a zero `hook_attn_out` (`hook_mlp_out`) and no per-head hooks."""
+    d = g.model.d_model
+    tok, pos, resid = g.embed_parts
+    full_pos = g.node("Expand", [pos, g.node("Shape", [tok], "hooks.embed_shape")], "hooks.pos_embed")
+    outs = [_hook(g, tok, "hook_embed", ["batch", "seq", d]),
+            _hook(g, full_pos, "hook_pos_embed", ["batch", "seq", d])]
+    layers = [op.layer_int for op in g.model.ops if isinstance(op, T.BlockOp)]
+    for layer in range(max(layers, default=-1) + 1):
+        pre = resid
+        heads = [(scores, pattern, out) for lyr, scores, pattern, out in g.head_parts if lyr == layer]
+        b = f"blocks.{layer}"
+        outs.append(_hook(g, pre, f"{b}.hook_resid_pre", ["batch", "seq", d]))
+        if heads:
+            n = len(heads)
+            mid = g.sums[(layer, "attn")][1]
+            attn_out = g.node("Sum", [o for _, _, o in heads], f"hooks.L{layer}.attn_out") if n > 1 else heads[0][2]
+            outs.append(_hook(g, _stack(g, [s for s, _, _ in heads], 1, f"hooks.L{layer}.scores"),
+                              f"{b}.attn.hook_attn_scores", ["batch", n, "seq", "seq"]))
+            outs.append(_hook(g, _stack(g, [p for _, p, _ in heads], 1, f"hooks.L{layer}.pattern"),
+                              f"{b}.attn.hook_pattern", ["batch", n, "seq", "seq"]))
+            outs.append(_hook(g, _stack(g, [o for _, _, o in heads], 2, f"hooks.L{layer}.result"),
+                              f"{b}.attn.hook_result", ["batch", "seq", n, d]))
+        else:
+            mid = pre
+            attn_out = g.node("Sub", [pre, pre], f"hooks.L{layer}.no_attn")
+        outs.append(_hook(g, attn_out, f"{b}.hook_attn_out", ["batch", "seq", d]))
+        outs.append(_hook(g, mid, f"{b}.hook_resid_mid", ["batch", "seq", d]))
+        if layer in g.mlp_parts:
+            hidden_pre, hidden, mlp_out = g.mlp_parts[layer]
+            post = g.sums[(layer, "mlp")][1]
+            width = next(op for op in g.model.ops if isinstance(op, T.MlpOp) and op.layer_int == layer).w_in.get_shape()[1]
+            outs.append(_hook(g, hidden_pre, f"{b}.mlp.hook_pre", ["batch", "seq", width]))
+            outs.append(_hook(g, hidden, f"{b}.mlp.hook_post", ["batch", "seq", width]))
+        else:
+            post = mid
+            mlp_out = g.node("Sub", [mid, mid], f"hooks.L{layer}.no_mlp")
+        outs.append(_hook(g, mlp_out, f"{b}.hook_mlp_out", ["batch", "seq", d]))
+        outs.append(_hook(g, post, f"{b}.hook_resid_post", ["batch", "seq", d]))
+        resid = post
+    logits = g.readout_values
+    if not logits:  # numerical: the one readout dim, kept as an axis
+        dims = g.init("readout.logit_dims", np.array(g.model.readout.dims_list, dtype=np.int64))
+        logits = g.node("Gather", [RESIDUAL, dims], "hooks.logits", axis=2)
+    outs.append(_hook(g, logits, LOGITS, ["batch", "seq", len(g.model.readout.dims_list)]))
+    return outs
+
+
 def _model_doc(model: T.TensorModel, name: str) -> str:
     n_layers = len({op.layer_int for op in model.ops if isinstance(op, T.BlockOp)})
     n_mlps = sum(isinstance(op, T.MlpOp) for op in model.ops)
@@ -243,7 +331,11 @@ def _model_doc(model: T.TensorModel, name: str) -> str:
 
 
 def _metadata(model: T.TensorModel) -> dict[str, str]:
-    """What a deployer needs (raspc/runtime.py): token ids, output decoding, residual layout."""
+    """What a deployer needs (raspc/runtime.py): token ids, output decoding, residual layout; and
+    the ground-truth circuit graph (raspc.analysis.circuit_graph), so a file alone carries it."""
+    from raspc.analysis.circuit_graph import graph_json
+    from raspc.analysis.weights import ModelWeights
+
     spec, readout = model.spec, model.readout
     return {
         "raspc.vocab": _json(spec.token_ids),
@@ -254,16 +346,18 @@ def _metadata(model: T.TensorModel) -> dict[str, str]:
         "raspc.residual_labels": _json(model.residual_labels),
         "raspc.max_seq_len": _json(spec.max_seq_len),
         "raspc.causal": _json(spec.causal),
+        CIRCUIT_GRAPH: graph_json(ModelWeights.from_tensor_model(model)),
     }
 
 
 def tensor_to_onnx(
-    module: ModuleOp, *, expose_attention: bool = False, name: str | None = None
+    module: ModuleOp, *, expose_attention: bool = False, hooks: bool = False, name: str | None = None
 ) -> onnx.ModelProto:
     """Exports a tensor-level module as an ONNX model (opset 23, IR version 11).
 
     `name` names the graph; default: the tensor.model's `name`, else "raspc_model".
-    With `expose_attention`, every head's softmax pattern is an extra output `attn.<label>`.
+    With `expose_attention`, every head's softmax pattern is an extra output `attn.<label>`; with
+    `hooks`, the intermediates are extra outputs named like TransformerLens's hooks (_emit_hooks).
     Raises IRError when the module is not a well-formed tensor-level model.
     """
     model = T.tensor_model(module)
@@ -271,6 +365,8 @@ def tensor_to_onnx(
     for op in T.model_op(module).body.block.ops:
         EMITTERS[type(op)](g, op)
     outputs = _graph_outputs(g, expose_attention)
+    if hooks:
+        outputs += _emit_hooks(g)
     inputs = [helper.make_tensor_value_info(INPUT, TensorProto.INT64, ["batch", "seq"])]
     if name is None:
         name = model.name if model.name is not None else DEFAULT_NAME
@@ -296,13 +392,15 @@ class ExportOnnxPass(ModulePass):
 
     output: str = "model.onnx"
     expose_attention: bool = False
+    hooks: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        model = tensor_to_onnx(op, expose_attention=self.expose_attention)
+        model = tensor_to_onnx(op, expose_attention=self.expose_attention, hooks=self.hooks)
         with open(self.output, "wb") as f:
             f.write(model.SerializeToString())
 
 
 __all__ = [
-    "tensor_to_onnx", "ExportOnnxPass", "EMITTERS", "json_value", "OPSET", "IR_VERSION", "DEFAULT_NAME",
+    "tensor_to_onnx", "ExportOnnxPass", "EMITTERS", "json_value", "OPSET", "IR_VERSION", "DEFAULT_NAME", "LOGITS",
+    "CIRCUIT_GRAPH",
 ]

@@ -1,0 +1,213 @@
+"""A compiled model's weights as plain numpy arrays, from a tensor-level module or an ONNX file alone.
+
+The circuit graph, the composition scores, Tracr's `params` and the TransformerLens export all
+read the same things: the residual labels, the embeddings, every head's `W_Q W_K W_V W_O` and
+softmax scale, every layer's MLP, and the readout. `ModelWeights` holds them in block order with
+the names the ONNX export gives them (`L1.sort` for a head, `L0.hist` for a layer's MLP), so an
+analysis written once works on `CompiledModel.module` and on a `.onnx` file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from raspc.errors import InputError
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """One attention head: softmax((x W_Q)(x W_K)^T * scale + mask) (x W_V) W_O."""
+
+    layer: int
+    label: str
+    name: str  # `L{layer}.{label}`, unique in the model
+    w_q: np.ndarray  # [d_model, d_qk]
+    w_k: np.ndarray  # [d_model, d_qk]
+    w_v: np.ndarray  # [d_model, d_ov]
+    w_o: np.ndarray  # [d_ov, d_model]
+    scale: float
+
+    @property
+    def qk(self) -> np.ndarray:
+        """d x d: score(query x, key y) = x @ qk @ y."""
+        return np.float32(self.scale) * self.w_q @ self.w_k.T
+
+    @property
+    def ov(self) -> np.ndarray:
+        """d x d: a key residual y contributes y @ ov to the output."""
+        return self.w_v @ self.w_o
+
+
+@dataclass(frozen=True)
+class MlpWeights:
+    """One layer's MLP: relu(x W_in + b_in) W_out + b_out (the layer's MLP blocks side by side;
+    `label` joins their labels with `+`)."""
+
+    layer: int
+    label: str
+    name: str
+    w_in: np.ndarray  # [d_model, hidden]
+    b_in: np.ndarray  # [hidden]
+    w_out: np.ndarray  # [hidden, d_model]
+    b_out: np.ndarray  # [d_model]
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    """Everything a weight-level analysis needs, in block order."""
+
+    labels: tuple[str, ...]  # one per residual dimension
+    token_embedding: np.ndarray  # [len(vocab), d_model]: token ids are vocab, BOS, PAD
+    position_embedding: np.ndarray  # [max_seq_len + 1, d_model]: position 0 is BOS
+    heads: tuple[HeadWeights, ...]
+    mlps: tuple[MlpWeights, ...]
+    readout_dims: tuple[int, ...]
+    output_encoding: str  # "categorical" | "numerical"
+    output_values: tuple[Any, ...]
+    vocab: tuple[Any, ...]  # every token id's token, BOS and PAD included
+    bos_id: int
+    pad_id: int
+    max_seq_len: int
+    causal: bool
+
+    @property
+    def d_model(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_layers(self) -> int:
+        layers = [h.layer for h in self.heads] + [m.layer for m in self.mlps]
+        return max(layers, default=-1) + 1
+
+    def heads_in(self, layer: int) -> tuple[HeadWeights, ...]:
+        return tuple(h for h in self.heads if h.layer == layer)
+
+    def mlp_in(self, layer: int) -> MlpWeights | None:
+        return next((m for m in self.mlps if m.layer == layer), None)
+
+    def head(self, name: str) -> HeadWeights:
+        """A head by its name (`L1.sort`) or label (`sort`)."""
+        for h in self.heads:
+            if name in (h.name, h.label):
+                return h
+        raise KeyError(f"no head '{name}'; heads: {', '.join(h.name for h in self.heads) or 'none'}")
+
+    # -- constructors ----------------------------------------------------------------------
+
+    @staticmethod
+    def from_module(module: Any) -> "ModelWeights":
+        """From a tensor-level module (`CompiledModel.module`)."""
+        from raspc.dialects import tensor as T
+
+        return ModelWeights.from_tensor_model(T.tensor_model(module))
+
+    @staticmethod
+    def from_tensor_model(model: Any) -> "ModelWeights":
+        """From a verified `raspc.dialects.tensor.TensorModel` view."""
+        from raspc.dialects import tensor as T
+
+        prefixes = model.block_prefixes()
+        heads, mlps = [], []
+        for op in model.ops:
+            if isinstance(op, T.AttentionHeadOp):
+                heads.append(HeadWeights(
+                    op.layer_int, op.label_str, prefixes[op], T.dense_to_numpy(op.w_q), T.dense_to_numpy(op.w_k),
+                    T.dense_to_numpy(op.w_v), T.dense_to_numpy(op.w_o), op.scale_float))
+            elif isinstance(op, T.MlpOp):
+                mlps.append(MlpWeights(
+                    op.layer_int, op.label_str, prefixes[op], T.dense_to_numpy(op.w_in), T.dense_to_numpy(op.b_in),
+                    T.dense_to_numpy(op.w_out), T.dense_to_numpy(op.b_out)))
+        spec, readout = model.spec, model.readout
+        return ModelWeights(
+            labels=model.residual_labels,
+            token_embedding=T.dense_to_numpy(model.embed.token_embedding),
+            position_embedding=T.dense_to_numpy(model.embed.position_embedding),
+            heads=tuple(heads), mlps=tuple(mlps),
+            readout_dims=tuple(readout.dims_list),
+            output_encoding=readout.encoding_enum.value,
+            output_values=tuple(readout.values_tuple),
+            vocab=tuple(spec.token_ids), bos_id=spec.bos_id, pad_id=spec.pad_id,
+            max_seq_len=spec.max_seq_len, causal=spec.causal,
+        )
+
+    @staticmethod
+    def from_onnx(path_or_model: Any) -> "ModelWeights":
+        """From an exported file alone: the initializers the export names (`L1.sort.W_Q`, ...,
+        `token_embedding`, `readout.dims`) and the `raspc.*` metadata. InputError if it is not one."""
+        import onnx
+        from onnx import numpy_helper
+
+        if isinstance(path_or_model, onnx.ModelProto):
+            model = path_or_model
+        else:
+            if not os.path.isfile(os.fspath(path_or_model)):
+                raise InputError(f"model file '{os.fspath(path_or_model)}' does not exist")
+            try:
+                model = onnx.load(os.fspath(path_or_model))
+            except Exception as e:  # onnx raises DecodeError and friends
+                raise InputError(f"cannot read ONNX model '{os.fspath(path_or_model)}': {e}") from e
+        try:
+            meta = {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith("raspc.")}
+            inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+            return _from_parts(meta, inits)
+        except (KeyError, ValueError, TypeError) as e:
+            raise InputError(f"not a raspc model: missing or malformed weights or metadata ({e})") from e
+
+
+def _tuplify(v: Any) -> Any:
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
+
+
+def _split_prefix(prefix: str) -> tuple[int, str]:
+    layer, _, label = prefix.partition(".")
+    if not layer.startswith("L") or not layer[1:].isdigit():
+        raise ValueError(f"block name '{prefix}' is not L<layer>.<label>")
+    return int(layer[1:]), label
+
+
+def _from_parts(meta: dict[str, Any], inits: dict[str, np.ndarray]) -> ModelWeights:
+    heads, mlps = [], []
+    seen: set[str] = set()
+
+    def split(prefix: str) -> tuple[int, str]:
+        # a block whose `L{layer}.{label}` was taken gets `.2`, `.3`... (FreshNames): not its label
+        base, dot, count = prefix.rpartition(".")
+        layer, label = _split_prefix(base if dot and count.isdigit() and base in seen else prefix)
+        seen.add(prefix)
+        return layer, label
+
+    for name in inits:
+        if name.endswith(".W_Q"):
+            p = name[: -len(".W_Q")]
+            layer, label = split(p)
+            heads.append(HeadWeights(layer, label, p, inits[f"{p}.W_Q"], inits[f"{p}.W_K"], inits[f"{p}.W_V"],
+                                     inits[f"{p}.W_O"], float(inits[f"{p}.scale"])))
+        elif name.endswith(".W_in"):
+            p = name[: -len(".W_in")]
+            layer, label = split(p)
+            mlps.append(MlpWeights(layer, label, p, inits[f"{p}.W_in"], inits[f"{p}.b_in"], inits[f"{p}.W_out"],
+                                   inits[f"{p}.b_out"]))
+    # initializers are in block order already; sort by layer only (stable) to be safe
+    heads.sort(key=lambda h: h.layer)
+    mlps.sort(key=lambda m: m.layer)
+    dims = inits["readout.dims"] if "readout.dims" in inits else np.atleast_1d(inits["readout.dim"])
+    return ModelWeights(
+        labels=tuple(meta["raspc.residual_labels"]),
+        token_embedding=inits["token_embedding"],
+        position_embedding=inits["position_embedding"],
+        heads=tuple(heads), mlps=tuple(mlps),
+        readout_dims=tuple(int(d) for d in dims),
+        output_encoding=str(meta["raspc.output_encoding"]),
+        output_values=tuple(_tuplify(v) for v in meta["raspc.output_values"]),
+        vocab=tuple(_tuplify(v) for v in meta["raspc.vocab"]),
+        bos_id=int(meta["raspc.bos"]), pad_id=int(meta["raspc.pad"]),
+        max_seq_len=int(meta["raspc.max_seq_len"]), causal=bool(meta["raspc.causal"]),
+    )
+
+
+__all__ = ["ModelWeights", "HeadWeights", "MlpWeights"]
