@@ -176,22 +176,28 @@ def compile_module(
     `stop_at` (rasp, craft or tensor) returns the module as it was just before the first pass that
     would take it below that level. `verifier` (a raspc.verification.Verifier) checks every pass's
     answers; `on_pass(pass, module)` is called after each pass."""
+    from raspc import progress
+
     ctx = context()
-    for p in build_pipeline(pipeline):
-        before = module.clone() if stop_at is not None and level_of(module) == stop_at else None
-        try:
-            p.apply(ctx, module)
-            module.verify()
-        except RaspcError:
-            raise
-        except VerifyException as exc:
-            raise IRError(f"IR after pass '{p.name}' does not verify: {exc}") from None
-        if before is not None and level_of(module) != stop_at:
-            return before
-        if verifier is not None:
-            verifier.check(p.name, module)
-        if on_pass is not None:
-            on_pass(p, module)
+    passes = build_pipeline(pipeline)
+    with progress.task("pipeline", total=len(passes)) as shown:
+        for i, p in enumerate(passes):
+            shown.update(i, p.name)
+            before = module.clone() if stop_at is not None and level_of(module) == stop_at else None
+            try:
+                p.apply(ctx, module)
+                module.verify()
+            except RaspcError:
+                raise
+            except VerifyException as exc:
+                raise IRError(f"IR after pass '{p.name}' does not verify: {exc}") from None
+            if before is not None and level_of(module) != stop_at:
+                return before
+            if verifier is not None:
+                verifier.check(p.name, module)
+            if on_pass is not None:
+                on_pass(p, module)
+        shown.update(len(passes), "")
     return module
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+# The s-ops raspc.rasp defines itself (their errors have no user source line to point at).
+BUILTIN_SOPS = frozenset({"tokens", "indices", "length"})
+
+
 class RaspcError(Exception):
     """Base class of every error raspc raises on bad input."""
 
@@ -16,6 +20,8 @@ class CompileError(RaspcError):
             where = f"s-op '{label}'"
             if source:
                 where += f" ({source})"
+            elif label in BUILTIN_SOPS:
+                where = f"built-in s-op '{label}' (raspc defines it: no source line)"
             where += ": "
         super().__init__(where + message)
         self.label = label

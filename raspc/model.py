@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import onnx
 from xdsl.dialects.builtin import ModuleOp
 
 from raspc import rasp
 from raspc.compiler import DEFAULT_PIPELINE, compile_program
 from raspc.errors import PipelineError
-from raspc.runtime import OnnxModel
-
-
-@dataclass
-class ModelOutput:
-    """What `CompiledModel.apply` returns; `decoded` has Tracr's shape: BOS first, then one value per token."""
-
-    decoded: list[Any]
-    output: np.ndarray
-    residual: np.ndarray
+from raspc.runtime import ModelOutput, OnnxModel  # ModelOutput: what both models' apply answer
 
 
 class CompiledModel:
@@ -42,6 +31,9 @@ class CompiledModel:
         self.compact_onnx_model: onnx.ModelProto = tensor_to_compact_onnx(module)
         self.runtime = OnnxModel.load(self.compact_onnx_model.SerializeToString())
 
+    # The program as the rasp passes left it (raspc.report.program_graph), stored in the ONNX metadata.
+    program_graph: dict[str, Any] | None = None
+
     @property
     def onnx_model(self) -> onnx.ModelProto:
         """The transformer-shaped ONNX graph: full residual, named per-head intermediates and
@@ -49,7 +41,9 @@ class CompiledModel:
         if self._onnx_model is None:
             from raspc.lowering.tensor_to_onnx import tensor_to_onnx
 
-            self._onnx_model = tensor_to_onnx(self.module)
+            from raspc.report.program_graph import attach_program_graph
+
+            self._onnx_model = attach_program_graph(tensor_to_onnx(self.module), self.program_graph)
         return self._onnx_model
 
     # -- inspection ------------------------------------------------------
@@ -96,13 +90,18 @@ class CompiledModel:
     # -- running ---------------------------------------------------------
     def apply(self, seq: Sequence[Any]) -> ModelOutput:
         """Runs one sequence that starts with the BOS token, e.g. ["BOS", "a", "b"]."""
-        ids = np.array([self.runtime.encode(seq)], dtype=np.int64)
-        output, residual = self.runtime.run_ids(ids)
-        return ModelOutput(decoded=self.runtime.decode(output[0]), output=output[0], residual=residual[0])
+        return self.runtime.apply(seq)
 
     def apply_batch(self, seqs: Sequence[Sequence[Any]]) -> list[list[Any]]:
         """Runs sequences of mixed lengths in one padded, masked batch; returns decoded lists."""
         return self.runtime.apply_batch(seqs)
+
+    def report(self, path: str | os.PathLike[str], tokens: Sequence[Any] | None = None) -> str:
+        """Writes the HTML report (raspc.report) of this model run on `tokens` (BOS first; default:
+        an example input) to `path`; returns the path."""
+        from raspc.report import ModelView, write_report
+
+        return write_report(ModelView(self.onnx_model, os.path.basename(os.fspath(path))), os.fspath(path), tokens)
 
     def save_onnx(self, path: str | os.PathLike[str], *, compact: bool = False) -> None:
         """Writes the transformer-shaped graph, or with `compact` the faster deployment graph (same
@@ -137,13 +136,18 @@ def compile_rasp_to_model(
     from raspc.compiler import level_of
     from raspc.errors import IRError
 
+    from raspc.report.program_graph import ProgramGraphRecorder
+
+    recorder = ProgramGraphRecorder()
     module, snapshots = compile_program(
         program, vocab, max_seq_len, compiler_bos=compiler_bos, compiler_pad=compiler_pad, causal=causal,
-        pipeline=pipeline, verify=verify,
+        pipeline=pipeline, verify=verify, on_pass=recorder,
     )
     if level_of(module) != "tensor":
         raise IRError(
             f"the pipeline ends at the {level_of(module)} level; a model needs it to reach tensor "
             f"(end with ...,lower-craft-to-tensor). Pipeline: '{pipeline}'"
         )
-    return CompiledModel(module, snapshots, program, pipeline)
+    model = CompiledModel(module, snapshots, program, pipeline)
+    model.program_graph = recorder.graph
+    return model

@@ -276,6 +276,9 @@ class LengthType(SOp):
 tokens = TokensType()
 indices = IndicesType()
 length = LengthType()
+for _builtin in (tokens, indices, length):
+    _builtin.source = None  # built in: no line of the user's defines it (not an importlib frame)
+del _builtin
 
 
 class Map(SOp):

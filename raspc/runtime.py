@@ -1,10 +1,12 @@
 """Run an exported raspc model with nothing but onnxruntime and the model's own metadata.
 
-    model = OnnxModel.load("reverse.onnx")
-    model.apply(["BOS", "a", "b", "c"])        # -> ["BOS", "c", "b", "a"]
-    model.apply_batch([["BOS", "a"], ["BOS", "a", "b", "c"]])
+    model = OnnxModel("reverse.onnx")          # or OnnxModel.load(path or bytes)
+    model.apply(["BOS", "a", "b", "c"]).decoded    # -> ["BOS", "c", "b", "a"]
+    model.apply_batch([["BOS", "a"], ["BOS", "a", "b", "c"]])   # -> [["BOS", "a"], ["BOS", "c", "b", "a"]]
 
-This module imports only numpy, onnxruntime, json and raspc.errors, so a deployer can copy it
+`apply` answers a `ModelOutput` (`.decoded`, `.output`, `.residual`), as `CompiledModel.apply` does.
+
+This module imports only numpy, onnxruntime, the standard library and raspc.errors, so a deployer can copy it
 next to a .onnx file and use it without the compiler.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,10 +44,41 @@ def _session_options() -> ort.SessionOptions:
     return opts
 
 
-class OnnxModel:
-    """An exported raspc model: token encoding, one onnxruntime session, output decoding."""
+@dataclass
+class ModelOutput:
+    """What `apply` answers; `decoded` has Tracr's shape: BOS first, then one value per token."""
 
-    def __init__(self, session: ort.InferenceSession):
+    decoded: list[Any]
+    output: np.ndarray  # [seq]: categorical indices into output_values (-1 = None), or floats
+    residual: np.ndarray  # [seq, d_model]: the final residual stream
+
+
+def _session(path_or_bytes: str | os.PathLike[str] | bytes) -> ort.InferenceSession:
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        src: str | bytes = bytes(path_or_bytes)
+    else:
+        try:
+            src = os.fspath(path_or_bytes)
+        except TypeError:
+            raise InputError(
+                f"OnnxModel takes a file path, serialized bytes or an onnxruntime session, "
+                f"not {type(path_or_bytes).__name__}"
+            ) from None
+        if not os.path.isfile(src):
+            raise InputError(f"model file '{src}' does not exist")
+    try:
+        return ort.InferenceSession(src, sess_options=_session_options(), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise InputError(f"cannot load ONNX model: {e}") from e
+
+
+class OnnxModel:
+    """An exported raspc model: token encoding, one onnxruntime session, output decoding.
+
+    `OnnxModel("m.onnx")` (a path, serialized bytes, or an onnxruntime session)."""
+
+    def __init__(self, model: "str | os.PathLike[str] | bytes | ort.InferenceSession"):
+        session = model if isinstance(model, ort.InferenceSession) else _session(model)
         self.session = session
         meta = session.get_modelmeta().custom_metadata_map
         try:
@@ -73,13 +107,10 @@ class OnnxModel:
 
     @classmethod
     def load(cls, path_or_bytes: str | os.PathLike[str] | bytes) -> "OnnxModel":
-        """Loads a model from a file path or from serialized bytes."""
-        src = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
-        try:
-            session = ort.InferenceSession(src, sess_options=_session_options(), providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise InputError(f"cannot load ONNX model: {e}") from e
-        return cls(session)
+        """Loads a model from a file path or from serialized bytes (the same as `OnnxModel(...)`).
+        Raises InputError for a missing file, a file that is not ONNX, or an ONNX model without
+        raspc's metadata."""
+        return cls(path_or_bytes)
 
     # ------------------------------------------------------------------ metadata
 
@@ -205,11 +236,11 @@ class OnnxModel:
             vals = [float(x) for x in row[1:]]
         return [self.bos, *vals]
 
-    def apply(self, seq: Sequence[Any]) -> list[Any]:
-        """Runs one sequence (starting with BOS); returns [BOS, value at position 1, ...]."""
+    def apply(self, seq: Sequence[Any]) -> ModelOutput:
+        """Runs one sequence (starting with BOS); `.decoded` is [BOS, value at position 1, ...]."""
         ids = self.encode(seq)
-        output, _ = self.run_ids(np.array([ids], dtype=np.int64))
-        return self.decode(output[0])
+        output, residual = self.run_ids(np.array([ids], dtype=np.int64))
+        return ModelOutput(decoded=self.decode(output[0]), output=output[0], residual=residual[0])
 
     def apply_batch(self, seqs: Sequence[Sequence[Any]]) -> list[list[Any]]:
         """Runs sequences of mixed lengths in one session call (PAD on the right, stripped again)."""
@@ -230,4 +261,4 @@ class OnnxModel:
         )
 
 
-__all__ = ["OnnxModel"]
+__all__ = ["OnnxModel", "ModelOutput"]

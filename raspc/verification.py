@@ -125,10 +125,18 @@ class Verifier:
             self._verify("program-to-rasp", self.expected, self.evaluator)
 
     def _verify(self, name: str, candidate: Answers, reference: Answers) -> None:
+        from raspc import progress
+
+        total = len(self.fixed) + (0 if self.exhaustive else self.sample)
+        with progress.task(f"verifying {name}", total=total) as shown:
+            self._verify_inputs(name, candidate, reference, shown)
+
+    def _verify_inputs(self, name: str, candidate: Answers, reference: Answers, shown: Any) -> None:
         for start in range(0, len(self.fixed), 5_000):
             bad = self.diverging(candidate, reference, self.fixed[start: start + 5_000])
             if bad:
                 raise self._error(name, bad[0])
+            shown.update(min(start + 5_000, len(self.fixed)), "inputs")
         if self.exhaustive:
             return
         # `self.sample` random inputs drawn by hypothesis (the same ones every time); a failing batch
@@ -147,6 +155,7 @@ class Verifier:
             bad = self.diverging(candidate, reference, batch)
             if bad:
                 raise self._error(name, bad[0])
+            shown.step("inputs", len(batch))
 
         run()
 

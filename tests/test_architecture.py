@@ -4,7 +4,7 @@ module attributes.
 Every module is given a level; a module may import only modules at its own level or below
 (lazy imports inside functions included), and the import graph has no cycle:
 
-    0  errors, utils                    shared helpers
+    0  errors, utils, progress          shared helpers
     1  dialects.common                  what every level shares
     2  tensor: dialect, interpreter, ONNX export, runtime, circuits
     3  craft: dialect, interpreter, constructions, craft passes, craft -> tensor
@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "raspc"
 
 LEVELS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("raspc.errors", "raspc.utils")),
+    (0, ("raspc.errors", "raspc.utils", "raspc.progress")),
     (1, ("raspc.dialects.common",)),
     (2, ("raspc.dialects.tensor", "raspc.interpreters.tensor", "raspc.lowering.tensor_to_onnx", "raspc.runtime",
          "raspc.analysis.circuits",
@@ -35,7 +35,9 @@ LEVELS: list[tuple[int, tuple[str, ...]]] = [
          "raspc.lowering.rasp_to_craft")),
     (5, ("raspc.rasp", "raspc.lib", "raspc.lowering.program_to_rasp")),
     (6, ("raspc.compiler", "raspc.verification", "raspc.interpreters", "raspc.model", "raspc.compiling",
-         "raspc.cli", "raspc.universe", "raspc", "raspc.random_programs", "raspc.datasets")),
+         "raspc.cli", "raspc.universe", "raspc", "raspc.random_programs", "raspc.datasets",
+         # issue 9: pictures (HTML report, PNG plots) read ONNX files through raspc.runtime
+         "raspc.report", "raspc.plot")),
 ]
 
 

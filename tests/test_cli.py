@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 VOCAB = ["--vocab", "a,b,c,d", "--max-seq-len", "5"]
@@ -94,7 +97,8 @@ def test_run_batch(built: Path):
     batch = built / "batch.txt"
     batch.write_text("a b a\nc\n\nd d d d d\n")
     out = ok(raspc("run", built / "hist.onnx", "--batch", batch))
-    assert out.splitlines() == ["[2, 1, 2]", "[1]", "[5, 5, 5, 5, 5]"]
+    # one answer per line: the empty line is the empty input, so answers line up with input lines
+    assert out.splitlines() == ["[2, 1, 2]", "[1]", "[]", "[5, 5, 5, 5, 5]"]
 
 
 def test_python_source(tmp_path: Path):
@@ -282,7 +286,15 @@ def test_hand_written_rasp_file_without_value_sets_compiles_to_onnx(tmp_path: Pa
                  "--verify-each=exhaustive"))
     assert ok(raspc("run", out, "a", "b", "b")).strip() == "['b', 'b', 'a']"
     ok(raspc("compile", EXAMPLES / "reverse.mlir", "-o", tmp_path / "r2.onnx"))
-    assert (tmp_path / "r2.onnx").read_bytes() == out.read_bytes()
+    # the same model; `raspc compile` also stores the program graph (raspc.program) for pictures
+    import onnx
+
+    compiled = onnx.load(tmp_path / "r2.onnx")
+    assert any(p.key == "raspc.program" for p in compiled.metadata_props)
+    kept = [p for p in compiled.metadata_props if p.key != "raspc.program"]
+    del compiled.metadata_props[:]
+    compiled.metadata_props.extend(kept)
+    assert compiled.SerializeToString() == out.read_bytes()
 
 
 def test_verify_each_names_a_pass_that_changes_the_answers(tmp_path: Path):
@@ -306,3 +318,236 @@ def test_verify_each_names_a_pass_that_changes_the_answers(tmp_path: Path):
                   "--verify-each")
     line = one_line_error(r, prefix="raspc-opt: error:")
     assert "after pass 'swap-table'" in line and "on input [" in line
+
+
+# --------------------------------------------------------------------------- rough edges a new user hit (issue 9)
+# In-process (`main([...])`), so they cost no interpreter start-up; each failed before its fix.
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `raspc ARGS` run in this process."""
+    from raspc.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], *args: Any) -> str:
+    code, out, err = cli(capsys, *args)
+    assert code == 1, (code, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raspc: error: "), err
+    assert "internal error" not in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture()
+def quiet_progress() -> Any:
+    """Progress reporting as the CLI sets it, restored afterwards (main() turns it on)."""
+    from raspc import progress
+
+    saved = progress.configure()
+    yield progress
+    progress.restore(saved)
+
+
+def test_test_vectors_ship_inside_tests() -> None:
+    """A fresh clone has the Tracr vectors: the tests read tests/data, not a file beside the repository."""
+    here = Path(__file__).resolve().parent
+    assert json.loads((here / "data" / "tracr-lib-vectors.json").read_text())["cases"]
+    for name in ("test_lib_eval.py", "test_e2e_library.py"):
+        text = (here / name).read_text()
+        assert '"data" / "tracr-lib-vectors.json"' in text and '"shared" / "tracr-lib-vectors.json"' not in text
+
+
+def test_mlir_without_max_seq_len_is_a_one_line_error(capsys, tmp_path: Path, quiet_progress) -> None:
+    assert cli(capsys, "compile", "lib:make_hist", "--vocab", "a,b", "--max-seq-len", "3", "-o",
+               tmp_path / "h.mlir")[0] == 0
+    text = (tmp_path / "h.mlir").read_text().replace("max_seq_len = 3, ", "")
+    (tmp_path / "bad.mlir").write_text(text)
+    assert "max_seq_len" in cli_error(capsys, "compile", tmp_path / "bad.mlir", "-o", tmp_path / "x.onnx")
+
+
+@pytest.fixture(scope="module")
+def foreign_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ONNX file raspc did not write (no raspc.* metadata)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    model.ir_version = 11
+    path = tmp_path_factory.mktemp("foreign") / "foreign.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("command", [["circuits"], ["run", "a"], ["report"], ["plot"]])
+def test_foreign_onnx_is_a_one_line_error(capsys, foreign_onnx: Path, command: list[str], quiet_progress) -> None:
+    line = cli_error(capsys, command[0], foreign_onnx, *command[1:])
+    assert "not a raspc model" in line and "KeyError" not in line
+
+
+def test_garbage_file_is_a_one_line_error(capsys, tmp_path: Path, quiet_progress) -> None:
+    (tmp_path / "junk.onnx").write_bytes(b"not a model at all")
+    for command in ("circuits", "report"):
+        assert "junk.onnx" in cli_error(capsys, command, tmp_path / "junk.onnx")
+
+
+def test_lib_sources_take_arguments(capsys, tmp_path: Path, quiet_progress) -> None:
+    out = tmp_path / "count.onnx"
+    assert cli(capsys, "compile", "lib:make_count?token=x", "--vocab", "x,y", "--max-seq-len", "4", "-o", out)[0] == 0
+    assert cli(capsys, "run", out, "x", "y", "x")[1].strip() == "[2, 2, 2]"
+    pattern = tmp_path / "pattern.onnx"
+    assert cli(capsys, "compile", "lib:detect_pattern?pattern=ba", "--vocab", "a,b", "--max-seq-len", "4",
+               "-o", pattern)[0] == 0
+    assert cli(capsys, "run", pattern, "b", "a", "b", "a")[1].strip() == "[None, True, False, True]"
+
+
+def test_lib_default_token_outside_the_vocabulary_is_refused(capsys, quiet_progress) -> None:
+    line = cli_error(capsys, "compile", "lib:make_count", "--vocab", "x,y", "--max-seq-len", "3")
+    assert "token defaults to 'a'" in line and "lib:make_count?token=x" in line
+    line = cli_error(capsys, "compile", "lib:make_count?token=z", "--vocab", "x,y", "--max-seq-len", "3")
+    assert "token is given 'z'" in line
+    assert "no argument 'tok'" in cli_error(capsys, "compile", "lib:make_count?tok=x", "--vocab", "x,y",
+                                            "--max-seq-len", "3")
+    assert "takes: none" in cli_error(capsys, "compile", "lib:make_hist?n=1", "--vocab", "x,y", "--max-seq-len", "3")
+
+
+def test_lib_listing_is_pasteable(capsys, tmp_path: Path, quiet_progress) -> None:
+    import shlex
+
+    code, out, _ = cli(capsys, "lib")
+    assert code == 0
+    line = next(l for l in out.splitlines() if "lib:make_pair_balance" in l and "e.g." in l)
+    argv = shlex.split(line.split("e.g. ", 1)[1])
+    assert argv[:3] == ["raspc", "compile", "lib:make_pair_balance"] and argv[argv.index("--vocab") + 1] == "(,),a"
+    assert "--vocab '(,),a'" in line
+    argv[argv.index("-o") + 1] = str(tmp_path / "pb.onnx")
+    assert cli(capsys, *argv[1:])[0] == 0
+    assert "?token=VALUE" in out  # the arguments each program takes
+
+
+def test_negative_numbers_in_vocab(capsys, tmp_path: Path, quiet_progress) -> None:
+    out = tmp_path / "neg.onnx"
+    assert cli(capsys, "compile", "lib:make_hist", "--vocab", "-2,-1,0", "--max-seq-len", "3", "-o", out)[0] == 0
+    assert cli(capsys, "run", out, "-1", "-2", "-1")[1].strip() == "[2, 1, 2]"
+
+
+def test_empty_and_duplicate_vocab_tokens_are_named(capsys, quiet_progress) -> None:
+    assert "empty token at position 2" in cli_error(capsys, "compile", "lib:make_hist", "--vocab", "a,,b",
+                                                     "--max-seq-len", "3")
+    assert "'a' more than once" in cli_error(capsys, "compile", "lib:make_hist", "--vocab", "a,b,a",
+                                              "--max-seq-len", "3")
+    from raspc import VocabError, compile_rasp_to_model, lib
+
+    with pytest.raises(VocabError, match="duplicate tokens: 'b'"):
+        compile_rasp_to_model(lib.make_hist(), ["a", "b", "b"], 3)
+
+
+def test_batch_answers_line_up_with_input_lines(capsys, built: Path, tmp_path: Path, quiet_progress) -> None:
+    batch = tmp_path / "batch.txt"
+    batch.write_text("a b\n\nb\n")
+    assert cli(capsys, "run", built / "hist.onnx", "--batch", batch)[1].splitlines() == ["[1, 1]", "[]", "[1]"]
+    batch.write_text("a\nz\n")
+    assert f"{batch}:2:" in cli_error(capsys, "run", built / "hist.onnx", "--batch", batch)
+
+
+def test_emit_ir_into_an_onnx_file_is_refused(capsys, tmp_path: Path, quiet_progress) -> None:
+    line = cli_error(capsys, "compile", "lib:make_hist", *VOCAB, "--emit", "tensor", "-o", tmp_path / "x.onnx")
+    assert "writes IR text" in line and "x.mlir" in line
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_version(capsys) -> None:
+    from raspc import __version__
+
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"raspc {__version__}"
+
+
+def test_onnx_model_from_a_path_answers_like_compiled_model(built: Path) -> None:
+    from raspc import InputError, compile_rasp_to_model, lib
+    from raspc.runtime import ModelOutput, OnnxModel
+
+    from_path = OnnxModel(str(built / "hist.onnx"))
+    loaded = OnnxModel.load(built / "hist.onnx")
+    compiled = compile_rasp_to_model(lib.make_hist(), ["a", "b", "c", "d"], 5)
+    seq = ["BOS", "a", "b", "a"]
+    answers = [from_path.apply(seq), loaded.apply(seq), compiled.apply(seq)]
+    assert all(isinstance(a, ModelOutput) for a in answers)  # CompiledModel adds Tracr's fields
+    assert [a.decoded for a in answers] == [["BOS", 2, 1, 2]] * 3
+    np.testing.assert_array_equal(answers[0].residual, answers[2].residual)
+    with pytest.raises(InputError, match="does not exist"):
+        OnnxModel("no-such-model.onnx")
+    with pytest.raises(InputError, match="takes a file path"):
+        OnnxModel(3)  # type: ignore[arg-type]
+
+
+def test_builtin_sops_say_they_have_no_source(capsys, quiet_progress) -> None:
+    from raspc import rasp
+
+    assert rasp.tokens.source is None and rasp.indices.source is None and rasp.length.source is None
+    line = cli_error(capsys, "compile", "lib:make_reverse", "--vocab", "a,b", "--max-seq-len", "10000")
+    assert "built-in s-op 'indices'" in line and "frozen" not in line
+
+
+def test_run_json_and_residual_filter(capsys, built: Path, quiet_progress) -> None:
+    code, out, _ = cli(capsys, "run", built / "hist.onnx", "a", "b", "a", "--json")
+    assert code == 0 and json.loads(out) == {"input": ["a", "b", "a"], "output": [2, 1, 2]}
+    code, out, _ = cli(capsys, "run", built / "hist.onnx", "a", "b", "--residual", "hist", "--json")
+    rows = json.loads(out)["residual"]["rows"]
+    assert set(rows) == {"hist:1", "hist:2", "hist:3", "hist:4", "hist:5", "hist.bos_share"}
+    assert rows["hist:1"] == [0.0, 1.0, 1.0]
+    table = cli(capsys, "run", built / "hist.onnx", "a", "b", "--residual=^tokens:[ab]$")[1].splitlines()
+    assert [line.split()[0] for line in table[2:]] == ["tokens:a", "tokens:b"]
+    table = cli(capsys, "run", built / "hist.onnx", "a", "--residual", "one,bos")[1].splitlines()
+    assert [line.split()[0] for line in table[2:]] == ["one", "bos"]
+    assert "matches no residual direction" in cli_error(capsys, "run", built / "hist.onnx", "a", "--residual", "zzz")
+    assert "reads a token as the filter" in cli_error(capsys, "run", built / "hist.onnx", "b", "--residual", "a")
+    code, _, err = cli(capsys, "run", built / "hist.onnx", "--residual", "a")
+    assert code == 2 and "--residual took 'a' as its filter" in err
+    (built / "json_batch.txt").write_text("a b a\n\n")
+    code, out, _ = cli(capsys, "run", built / "hist.onnx", "--batch", built / "json_batch.txt", "--json")
+    assert json.loads(out) == [{"input": ["a", "b", "a"], "output": [2, 1, 2]}, {"input": [], "output": []}]
+
+
+def test_progress_and_what_was_written(capsys, tmp_path: Path, quiet_progress) -> None:
+    quiet_progress.configure(delay=0.0)  # report at once, not after a second
+    out = tmp_path / "hist.onnx"
+    code, _, err = cli(capsys, "compile", "lib:make_hist", *VOCAB, "-o", out, "--verify")
+    assert code == 0
+    lines = err.splitlines()
+    assert any(l.startswith("raspc: compiling lib:make_hist > pipeline [") for l in lines), err
+    assert any("verifying lower-craft-to-tensor" in l for l in lines), err
+    assert "raspc: compiling lib:make_hist: done in" in err
+    assert lines[-1] == f"raspc: wrote {out}: 1 layer, 12 dims, 525 params"
+    code, _, err = cli(capsys, "compile", "lib:make_hist", *VOCAB, "-o", out, "--verify", "-q")
+    assert code == 0 and err == ""
+
+
+def test_progress_is_silent_for_short_work_and_shows_long_work() -> None:
+    import io
+    import time
+
+    from raspc import progress
+
+    stream = io.StringIO()
+    saved = progress.configure(enabled=True, delay=0.05, interval=0.0, stream=stream)
+    try:
+        with progress.task("quick", total=3) as t:
+            t.step("a")
+        assert stream.getvalue() == ""  # under the delay: nothing at all
+        with progress.task("slow") as t:
+            time.sleep(0.3)  # never steps: the timer still says it is running
+        text = stream.getvalue()
+        assert text.splitlines()[0] == "raspc: slow" and text.splitlines()[-1].startswith("raspc: slow: done in")
+    finally:
+        progress.restore(saved)

@@ -8,8 +8,8 @@ padded, masked batch. Every row must equal the reference evaluator: categorical 
 (None decodes to None), numerical values within 1e-4. At least 200 inputs are checked per case.
 
 The in-repo case list below is the primary one: Tracr's usual sizes (the cases of
-shared/tracr-lib-vectors.json), the big cases at vocab range(20) and max_seq_len 20, and every
-program again at max_seq_len 16. When shared/tracr-lib-vectors.json is present, its cases are
+tests/data/tracr-lib-vectors.json), the big cases at vocab range(20) and max_seq_len 20, and every
+program again at max_seq_len 16. When tests/data/tracr-lib-vectors.json is present, its cases are
 also checked: any case missing from the in-repo list gets the random test too, and every case's
 recorded Tracr outputs must be reproduced by the compiled model.
 """
@@ -29,7 +29,7 @@ from hypothesis import assume, given, settings
 from raspc import rasp
 from helpers import MIN_INPUTS, TOL, batches, evaluate_rows, n_batches, same
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "tracr-lib-vectors.json"
+VECTORS_PATH = Path(__file__).resolve().parent / "data" / "tracr-lib-vectors.json"  # a copy of shared/tracr-lib-vectors.json
 
 ABCD = ["a", "b", "c", "d"]
 R20 = list(range(20))

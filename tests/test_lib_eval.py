@@ -1,6 +1,6 @@
 """Reference-evaluator tests for raspc.lib and the raspc.rasp language.
 
-* Tracr's recorded outputs (shared/tracr-lib-vectors.json) must be reproduced
+* Tracr's recorded outputs (tests/data/tracr-lib-vectors.json) must be reproduced
   exactly by the same programs built with raspc's names.
 * Every documented example of Tracr's library, as explicit tests.
 * The language itself: labels, annotations, operator overloads, Map fusion, None
@@ -23,7 +23,7 @@ import pytest
 
 from raspc import lib, rasp
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "tracr-lib-vectors.json"
+VECTORS_PATH = Path(__file__).resolve().parent / "data" / "tracr-lib-vectors.json"  # a copy of shared/tracr-lib-vectors.json
 THIS_FILE = Path(__file__).name
 TOL = 1e-9
 

@@ -385,7 +385,7 @@ def test_numerical_readout() -> None:
     out, res = m.run_ids(ids)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, res[:, :, 6])
-    y = m.apply(["BOS", "a", "c"])
+    y = m.apply(["BOS", "a", "c"]).decoded
     assert y[0] == "BOS" and len(y) == 3 and all(isinstance(v, float) for v in y[1:])
 
 
@@ -403,12 +403,12 @@ def _one_hot_readout_module(threshold_value: float) -> ModuleOp:
 def test_categorical_none_below_half() -> None:
     module = _one_hot_readout_module(0.49)
     m = OnnxModel.load(tensor_to_onnx(module).SerializeToString())
-    assert m.apply(["BOS", "a", "b", "c"]) == ["BOS", None, "y", None]
+    assert m.apply(["BOS", "a", "b", "c"]).decoded == ["BOS", None, "y", None]
     out, _ = m.run_ids(np.array([[BOS_ID, 0, 1, 2]]))
     assert out.tolist() == [[-1, -1, 1, -1]]
     assert run_tensor(module, np.array([[BOS_ID, 0, 1, 2]]))[0].tolist() == [[-1, -1, 1, -1]]
     m2 = OnnxModel.load(tensor_to_onnx(_one_hot_readout_module(0.5)).SerializeToString())
-    assert m2.apply(["BOS", "a", "b", "c"]) == ["BOS", "x", "y", None]
+    assert m2.apply(["BOS", "a", "b", "c"]).decoded == ["BOS", "x", "y", None]
 
 
 def test_export_pass_writes_file(tmp_path: Any, module: ModuleOp) -> None:
@@ -436,7 +436,7 @@ def test_runtime_apply_and_batch(module: ModuleOp, runtime: OnnxModel) -> None:
     batch = runtime.apply_batch(seqs)
     assert [len(b) for b in batch] == [len(s) for s in seqs]
     for s, b in zip(seqs, batch):
-        assert b == runtime.apply(s)
+        assert b == runtime.apply(s).decoded
         assert b[0] == "BOS"
         ids = np.array([runtime.encode(s)])
         ref = run_tensor(module, ids)[0][0]
@@ -511,7 +511,7 @@ def test_runtime_imports_only_allowed_modules() -> None:
             mods |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             mods.add(node.module if node.module.startswith("raspc") else node.module.split(".")[0])
-    assert mods <= {"__future__", "json", "os", "typing", "numpy", "onnxruntime", "raspc.errors"}
+    assert mods <= {"__future__", "dataclasses", "json", "os", "typing", "numpy", "onnxruntime", "raspc.errors"}
 
 
 def test_tuple_vocab_roundtrip_through_metadata() -> None:

@@ -134,8 +134,10 @@ class Circuits:
         Score = ||M_later . M_earlier|| / (||M_later|| ||M_earlier||) with the Frobenius norm, where
         the earlier head's OV output feeds the later head's query (Q), key (K) or value (V) side.
         """
+        from raspc import progress
+
         out = []
-        for a in self.heads:
+        for a in progress.iterate(self.heads, "composition scores", detail=lambda h: h.name):
             for b in self.heads:
                 if b.layer <= a.layer:
                     continue

@@ -22,9 +22,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Sequence
+
+import numpy as np
 
 from raspc.errors import RaspcError
 
@@ -99,10 +103,21 @@ def parse_token(text: str) -> Any:
 
 
 def parse_vocab(text: str) -> list[Any]:
-    """`a,b,c` -> ["a", "b", "c"]; `1,2,3` -> [1, 2, 3]; empty text -> [] (rejected later)."""
+    """`a,b,c` -> ["a", "b", "c"]; `1,2,3` -> [1, 2, 3]; `-2,-1,0` -> [-2, -1, 0]; empty text -> []
+    (rejected later). An empty item (`a,,b`) or a repeated token is a CliError naming it."""
     if not text.strip():
         return []
-    return [parse_token(item) for item in text.split(",")]
+    items = text.split(",")
+    empty = [i + 1 for i, item in enumerate(items) if not item.strip()]
+    if empty:
+        raise CliError(f"--vocab '{text}' has an empty token at position {empty[0]} (of {len(items)}): "
+                       "tokens are separated by single commas")
+    tokens = [parse_token(item) for item in items]
+    seen: set[Any] = set()
+    repeated = [t for t in tokens if (type(t), t) in seen or seen.add((type(t), t))]
+    if repeated:
+        raise CliError(f"--vocab '{text}' names {', '.join(dict.fromkeys(repr(t) for t in repeated))} more than once")
+    return tokens
 
 
 def _call_program_function(fn: Callable[..., Any], what: str, max_seq_len: int | None) -> Any:
@@ -131,15 +146,134 @@ def _call_program_function(fn: Callable[..., Any], what: str, max_seq_len: int |
     return program
 
 
-def load_program(source: str, max_seq_len: int | None) -> Any:
-    """The s-op named by `lib:NAME` or `path/to/file.py:FUNCTION`."""
-    if source.startswith("lib:"):
-        from raspc.lib import LIBRARY
+# --------------------------------------------------------------------------- lib:NAME?ARG=VALUE
 
-        name = source[len("lib:"):]
-        if name not in LIBRARY:
-            raise CliError(f"unknown library program '{name}'; known: {', '.join(sorted(LIBRARY))}")
+
+@dataclass(frozen=True)
+class LibParam:
+    """One argument a `lib:` source takes (`lib:make_count?token=x`)."""
+
+    name: str
+    default: str
+    help: str
+    tokens: bool = False  # its value names input tokens, which must be in the vocabulary
+
+
+def _split_pattern(text: str) -> list[Any]:
+    """A token sequence: comma-separated when it has commas (`1,2,3`), else one token per character."""
+    return [parse_token(t) for t in text.split(",")] if "," in text else list(text)
+
+
+# name -> (parameters, builder(args, max_seq_len)); the builders call raspc.lib with Tracr's signatures.
+def _lib_builders() -> dict[str, tuple[tuple[LibParam, ...], Callable[[dict[str, str], int], Any]]]:
+    from raspc import lib, rasp
+
+    def flags(token: Any) -> Any:
+        return rasp.numerical(rasp.Map(lambda t: 1 if t == token else 0, rasp.tokens))
+
+    def number(text: str, what: str) -> Any:
+        for convert in (int, float):
+            try:
+                return convert(text)
+            except ValueError:
+                pass
+        raise CliError(f"{what} takes a number, got '{text}'")
+
+    return {
+        "make_pair_balance": (
+            (LibParam("open", "(", "the opening token", True), LibParam("close", ")", "the closing token", True)),
+            lambda a, n: lib.make_pair_balance(rasp.tokens, parse_token(a["open"]), parse_token(a["close"]))),
+        "make_shuffle_dyck": (
+            (LibParam("pairs", "()", "bracket pairs, comma-separated (e.g. '(),{}')", True),),
+            lambda a, n: lib.make_shuffle_dyck(a["pairs"].split(","))),
+        "make_sort": (
+            (LibParam("min_key", "1", "the smallest key (keys are made unique by adding i * min_key / max_seq_len)"),),
+            lambda a, n: lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=n, min_key=number(a["min_key"], "min_key"))),
+        "make_frac_prevs": (
+            (LibParam("token", "a", "the token whose running share is computed", True),),
+            lambda a, n: lib.make_frac_prevs(flags(parse_token(a["token"])))),
+        "shift_by": (
+            (LibParam("offset", "1", "how many positions to shift right"),),
+            lambda a, n: lib.shift_by(int(number(a["offset"], "offset")), rasp.tokens)),
+        "detect_pattern": (
+            (LibParam("pattern", "abc", "the token sequence to detect (characters, or comma-separated)", True),),
+            lambda a, n: lib.detect_pattern(rasp.tokens, _split_pattern(a["pattern"]))),
+        "make_count_less_freq": (
+            (LibParam("n", "2", "count the tokens occurring fewer than n times"),),
+            lambda a, n: lib.make_count_less_freq(int(number(a["n"], "n")))),
+        "make_count": (
+            (LibParam("token", "a", "the token to count", True),),
+            lambda a, n: lib.make_count(rasp.tokens, parse_token(a["token"]))),
+    }
+
+
+def _lib_arguments(name: str, query: str) -> dict[str, str]:
+    """`token=x&n=3` checked against the program's parameters (defaults filled in)."""
+    params = _lib_builders().get(name, ((), None))[0]
+    known = {p.name: p for p in params}
+    args = {p.name: p.default for p in params}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"lib:{name}: argument '{item}' is not KEY=VALUE")
+        if key not in known:
+            takes = ", ".join(known) if known else "none"
+            raise CliError(f"lib:{name} has no argument '{key}' (it takes: {takes})")
+        if not value:
+            raise CliError(f"lib:{name}: argument '{key}' is empty")
+        args[key] = value
+    return args
+
+
+def _check_lib_tokens(name: str, args: dict[str, str], given: set[str], vocab: Sequence[Any]) -> None:
+    """Refuses a token argument (given or default) that names a token outside the vocabulary:
+    the program would silently compute on a token no input can hold."""
+    params = _lib_builders().get(name, ((), None))[0]
+    for p in params:
+        if not p.tokens:
+            continue
+        value = args[p.name]
+        if p.name == "pairs":
+            wanted = [c for pair in value.split(",") for c in pair]
+        elif p.name == "pattern":
+            wanted = _split_pattern(value)
+        else:
+            wanted = [parse_token(value)]
+        outside = [t for t in wanted if t not in vocab]
+        if outside:
+            how = "is given" if p.name in given else "defaults to"
+            example = next((t for t in vocab), "x")
+            raise CliError(
+                f"lib:{name}: {p.name} {how} '{value}', but {', '.join(map(repr, dict.fromkeys(outside)))} "
+                f"is not in the vocabulary {list(vocab)!r}; choose with 'lib:{name}?{p.name}={example}'"
+            )
+
+
+def load_lib_program(source: str, max_seq_len: int | None, vocab: Sequence[Any] | None = None) -> Any:
+    """The s-op of `lib:NAME` or `lib:NAME?ARG=VALUE&...`; with `vocab`, token arguments must be in it."""
+    from raspc.lib import LIBRARY
+
+    spec = source[len("lib:"):]
+    name, _, query = spec.partition("?")
+    if name not in LIBRARY:
+        raise CliError(f"unknown library program '{name}'; known: {', '.join(sorted(LIBRARY))}")
+    builders = _lib_builders()
+    args = _lib_arguments(name, query)
+    given = {item.partition("=")[0] for item in query.split("&") if item}
+    if vocab is not None:
+        _check_lib_tokens(name, args, given, vocab)
+    if name not in builders or not given:
         return _call_program_function(LIBRARY[name], f"lib:{name}", max_seq_len)
+    builder = builders[name][1]
+    return _call_program_function(
+        lambda max_seq_len=None: builder(args, max_seq_len if max_seq_len is not None else 8), source, max_seq_len
+    )
+
+
+def load_program(source: str, max_seq_len: int | None, vocab: Sequence[Any] | None = None) -> Any:
+    """The s-op named by `lib:NAME[?ARG=VALUE&...]` or `path/to/file.py:FUNCTION`."""
+    if source.startswith("lib:"):
+        return load_lib_program(source, max_seq_len, vocab)
     path, sep, func = source.rpartition(":")
     if not sep or not path.endswith(".py") or not func:
         if source.endswith(".py"):
@@ -201,6 +335,9 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         emit = "onnx" if args.output and args.output.endswith(".onnx") else "rasp"
     if emit == "onnx" and not args.output:
         raise CliError("--emit onnx writes a binary file: give it with -o FILE.onnx")
+    if emit != "onnx" and args.output and args.output.endswith(".onnx"):
+        raise CliError(f"--emit {emit} writes IR text, not ONNX: name the output '{args.output[:-5]}.mlir', "
+                       "or drop --emit to write an ONNX model")
     verify = parse_verify(args.verify)
 
     verifier = None
@@ -234,10 +371,10 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             parser.error(f"the following arguments are required for a program source: {', '.join(missing)}")
         from raspc.lowering.program_to_rasp import program_to_rasp
 
-        program = load_program(args.source, args.max_seq_len)
+        vocab = parse_vocab(args.vocab)
+        program = load_program(args.source, args.max_seq_len, vocab)
         bos = parse_token(args.bos) if args.bos is not None else "BOS"
         pad = parse_token(args.pad) if args.pad is not None else "PAD"
-        vocab = parse_vocab(args.vocab)
         module = program_to_rasp(program, vocab, args.max_seq_len, bos, pad, args.causal)
         if verify:
             from raspc.verification import Verifier
@@ -249,7 +386,13 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         else:
             spec = "" if emit == "rasp" else DEFAULT_PIPELINE  # `--emit rasp`: the program as traced
 
-    module = compile_module(module, spec, stop_at=emit if emit in IR_LEVELS else None, verifier=verifier)
+    from raspc import progress
+    from raspc.report.program_graph import ProgramGraphRecorder
+
+    recorder = ProgramGraphRecorder()
+    with progress.task(f"compiling {args.source}"):
+        module = compile_module(module, spec, stop_at=emit if emit in IR_LEVELS else None, verifier=verifier,
+                                on_pass=recorder if emit == "onnx" else None)
     level = level_of(module)
     wanted = "tensor" if emit == "onnx" else emit
     if level != wanted:
@@ -265,8 +408,12 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         else:
             from raspc.lowering.tensor_to_onnx import tensor_to_onnx as export
 
-        model = export(module)
-        _write(args.output, model.SerializeToString())
+        from raspc.report.program_graph import attach_program_graph
+
+        with progress.task(f"writing {args.output}"):
+            model = attach_program_graph(export(module), recorder.graph)
+            _write(args.output, model.SerializeToString())
+        progress.say(f"wrote {args.output}: {_model_summary(module)}")
         return
     text = _ir_text(module)
     if args.elide:
@@ -275,8 +422,26 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         text = elide_dense(text)
     if args.output:
         _write(args.output, text.encode("utf-8"))
+        progress.say(f"wrote {args.output}: {level} IR, {text.count(chr(10))} lines")
     else:
         sys.stdout.write(text)
+
+
+def _model_summary(module: Any) -> str:
+    """'1 layer, 12 dims, 525 params' for a tensor-level module (embeddings and block weights)."""
+    from raspc.dialects import tensor as T
+
+    model = T.model_op(module)
+    layers = {op.layer_int for op in model.ops if isinstance(op, T.BlockOp)}
+    params = 0
+    for op in model.ops:
+        for name in ("token_embedding", "position_embedding", "w_q", "w_k", "w_v", "w_o", "w_in", "b_in",
+                     "w_out", "b_out"):
+            attr = getattr(op, name, None) if isinstance(op, (T.EmbedOp, T.BlockOp)) else None
+            if attr is not None:
+                params += int(np.prod(attr.get_shape()))
+    n = len(layers)
+    return f"{n} layer{'s' if n != 1 else ''}, {len(model.residual_labels)} dims, {params:,} params"
 
 
 def _write(path: str, data: bytes) -> None:
@@ -331,11 +496,46 @@ def _format_values(values: Sequence[Any]) -> str:
     return repr([_short(v) for v in values])
 
 
-def _residual_table(model: Any, seq: Sequence[Any], residual: Any) -> str:
+def residual_filter_names(spec: str, labels: Sequence[str]) -> list[int]:
+    """The dims of the s-ops `spec` names (`sort,hist`), or [] unless every name owns a label."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+
+    def owner(label: str, name: str) -> bool:
+        return label == name or label.startswith(name + ":") or label.startswith(name + ".")
+
+    if names and all(any(owner(lab, n) for lab in labels) for n in names):
+        return [d for d, lab in enumerate(labels) if any(owner(lab, n) for n in names)]
+    return []
+
+
+def residual_filter(spec: str | None, labels: Sequence[str]) -> list[int]:
+    """The residual dims `--residual SPEC` selects: every dim without a SPEC; else the dims of the
+    s-ops named in a comma-separated list (`sort,hist`: `hist:1`, `hist.bos_share`, ...), or, when
+    no label belongs to a name, the labels the SPEC matches as a regular expression (`^hist:[12]$`)."""
+    import re
+
+    if not spec:
+        return list(range(len(labels)))
+    named = residual_filter_names(spec, labels)
+    if named:
+        return named
+    try:
+        pattern = re.compile(spec)
+    except re.error as exc:
+        raise CliError(f"--residual '{spec}' names no s-op and is not a regular expression ({exc})") from None
+    dims = [d for d, lab in enumerate(labels) if pattern.search(lab)]
+    if not dims:
+        groups = sorted({lab.split(":", 1)[0].split(".", 1)[0] for lab in labels})
+        raise CliError(f"--residual '{spec}' matches no residual direction; s-ops: {', '.join(groups)}")
+    return dims
+
+
+def _residual_table(model: Any, seq: Sequence[Any], residual: Any, dims: Sequence[int] | None = None) -> str:
     labels = list(model.residual_labels)
     heads = ["label", *[f"{i}:{tok}" for i, tok in enumerate(seq)]]
     rows = [
-        [lab, *[f"{float(residual[pos, d]):.3f}" for pos in range(len(seq))]] for d, lab in enumerate(labels)
+        [labels[d], *[f"{float(residual[pos, d]):.3f}" for pos in range(len(seq))]]
+        for d in (dims if dims is not None else range(len(labels)))
     ]
     widths = [max(len(r[c]) for r in [heads, *rows]) for c in range(len(heads))]
     lines = []
@@ -361,20 +561,62 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.batch is not None:
         try:
             with open(args.batch, encoding="utf-8") as f:
-                lines = [line.split() for line in f if line.strip()]
+                # one answer per line: an empty line is the empty sequence (BOS alone)
+                lines = [line.split() for line in f.read().splitlines()]
         except OSError as exc:
             raise CliError(f"cannot read '{args.batch}': {exc.strerror or exc}") from None
-        seqs = [_sequence(model, line) for line in lines]
-        for decoded in model.apply_batch(seqs):
+        seqs = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                seqs.append(_sequence(model, line))
+                model.encode(seqs[-1])
+            except RaspcError as exc:
+                raise CliError(f"{args.batch}:{number}: {exc}") from None
+        answers = model.apply_batch(seqs)
+        if args.json:
+            print(json.dumps([{"input": _json_values(s[1:]), "output": _json_values(a[1:])}
+                              for s, a in zip(seqs, answers)], ensure_ascii=False))
+            return
+        for decoded in answers:
             print(_format_values(decoded[1:]))
         return
 
     seq = _sequence(model, args.tokens)
+    if args.residual and args.residual in map(str, model.input_vocab) and not residual_filter_names(
+            args.residual, model.residual_labels):
+        raise CliError(f"--residual '{args.residual}' reads a token as the filter: give the tokens first "
+                       f"(raspc run MODEL {args.residual} ... --residual) or write --residual=FILTER")
+    dims = residual_filter(args.residual, model.residual_labels) if args.residual is not None else None
     ids = np.array([model.encode(seq)], dtype=np.int64)
     output, residual = model.run_ids(ids)
-    print(_format_values(model.decode(output[0])[1:]))
-    if args.residual:
-        print(_residual_table(model, seq, residual[0]))
+    decoded = model.decode(output[0])
+    if args.json:
+        answer: dict[str, Any] = {"input": _json_values(seq[1:]), "output": _json_values(decoded[1:])}
+        if dims is not None:
+            answer["residual"] = {
+                "positions": [f"{i}:{tok}" for i, tok in enumerate(seq)],
+                "rows": {model.residual_labels[d]: [round(float(x), 6) for x in residual[0][:, d]] for d in dims},
+            }
+        print(json.dumps(answer, ensure_ascii=False))
+        return
+    print(_format_values(decoded[1:]))
+    if dims is not None:
+        print(_residual_table(model, seq, residual[0], dims))
+
+
+def _json_values(values: Sequence[Any]) -> list[Any]:
+    """Values as JSON: tuples as lists, float32 outputs as their shortest decimals, other values as
+    their string when JSON has no such type."""
+    out = []
+    for v in values:
+        v = _short(v)
+        if isinstance(v, tuple):
+            out.append(_json_values(v))
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            out.append(v)
+        else:
+            out.append(str(v))
+    return out
 
 
 # --------------------------------------------------------------------------- passes, lib
@@ -423,14 +665,44 @@ def cmd_passes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 def cmd_lib(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from raspc import lib
 
+    import shlex
+
     examples = getattr(lib, "LIBRARY_EXAMPLE_VOCAB", {})
+    builders = _lib_builders()
     width = max(len(n) for n in lib.LIBRARY)
     for name in lib.LIBRARY:
-        line = f"{name.ljust(width)}  {lib.LIBRARY_DEFAULTS.get(name, '')}"
+        print(f"{name.ljust(width)}  {lib.LIBRARY_DEFAULTS.get(name, '')}")
+        for p in builders.get(name, ((), None))[0]:
+            print(f"{''.ljust(width)}    ?{p.name}=VALUE  {p.help} (default {p.default})")
         if name in examples:
             vocab, n = examples[name]
-            line += f"    [e.g. --vocab {','.join(map(str, vocab))} --max-seq-len {n}]"
-        print(line)
+            command = ["raspc", "compile", f"lib:{name}", "--vocab", ",".join(map(str, vocab)),
+                       "--max-seq-len", str(n), "-o", f"{name.removeprefix('make_')}.onnx"]
+            print(f"{''.ljust(width)}    e.g. {shlex.join(command)}")
+    print()
+    print("Arguments: lib:NAME?ARG=VALUE (several joined by &; quote the source in a shell, e.g. "
+          "'lib:make_count?token=x').")
+
+
+def _raspc_onnx(path: str, needs: Sequence[str] = ("raspc.vocab", "raspc.residual_labels")) -> Any:
+    """The ONNX model at `path`, refused in one line when it is not ONNX or raspc did not write it."""
+    import onnx
+
+    if not os.path.isfile(path):
+        raise CliError(f"model file '{path}' does not exist")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # onnx raises protobuf's DecodeError and others
+        raise CliError(f"cannot read '{path}' as an ONNX model: {describe_exception(exc)}") from None
+    keys = {p.key for p in model.metadata_props}
+    missing = [k for k in needs if k not in keys]
+    if missing:
+        raise CliError(f"'{path}' is not a raspc model: its metadata has no {', '.join(missing)} "
+                       "(raspc reads only models it compiled)")
+    if not any(i.name.endswith(".W_Q") or i.name.endswith(".W_in") for i in model.graph.initializer) and \
+            any(p.key == "raspc.graph" for p in model.metadata_props):
+        raise CliError(f"'{path}' is a compact export: compile without --compact for circuits and pictures")
+    return model
 
 
 def cmd_circuits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -438,7 +710,7 @@ def cmd_circuits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
     if not os.path.exists(args.model):
         _fail(f"{args.model}: no such file")
-    onnx_model = args.model
+    onnx_model = _raspc_onnx(args.model, ("raspc.residual_labels",))
     circuits = Circuits.from_onnx(onnx_model)
     if args.head:
         try:
@@ -539,10 +811,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("model", metavar="MODEL.onnx")
     r.add_argument("tokens", metavar="TOKEN", nargs="*", help="input tokens")
-    r.add_argument("--residual", action="store_true",
-                   help="also print the residual stream (labels x positions)")
+    r.add_argument("--residual", nargs="?", const="", default=None, metavar="FILTER",
+                   help="also print the residual stream (labels x positions); FILTER keeps some rows: "
+                   "s-op names (--residual sort,hist) or a regular expression over labels (--residual '^hist:')")
     r.add_argument("--batch", metavar="FILE",
-                   help="run every line of FILE (space-separated tokens) in one batch")
+                   help="run every line of FILE (space-separated tokens) in one batch; an empty line is "
+                   "the empty input")
+    r.add_argument("--json", action="store_true",
+                   help="print a JSON object {input, output[, residual]} (with --batch: a list of them)")
     r.set_defaults(func=cmd_run, subparser=r)
 
     p = sub.add_parser("passes", help="list the registered passes and the default pipeline")
@@ -563,14 +839,115 @@ def build_parser() -> argparse.ArgumentParser:
     ci.set_defaults(func=cmd_circuits, subparser=ci)
     lb = sub.add_parser("lib", help="list the library programs usable as lib:NAME")
     lb.set_defaults(func=cmd_lib, subparser=lb)
+    _add_picture_commands(sub)
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    for command in sub.choices.values():  # every subcommand takes -q
+        if not any("--quiet" in a.option_strings for a in command._actions):
+            command.add_argument("-q", "--quiet", action="store_true",
+                                 help="no progress or 'wrote ...' lines on stderr (errors still print)")
     return parser
 
 
+def _version() -> str:
+    from raspc import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- report, plot
+
+
+def _input_tokens(view_runtime: Any, tokens: Sequence[str]) -> list[Any] | None:
+    return _sequence(view_runtime, tokens) if tokens else None
+
+
+def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from raspc import progress
+    from raspc.report import ModelView, write_report
+
+    view = ModelView(_raspc_onnx(args.model), os.path.basename(args.model))
+    output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".html"
+    with progress.task(f"report {output}"):
+        try:
+            write_report(view, output, _input_tokens(view.runtime, args.tokens))
+        except OSError as exc:
+            raise CliError(f"cannot write '{output}': {exc.strerror or exc}") from None
+    size = os.path.getsize(output)
+    progress.say(f"wrote {output}: {len(view.blocks)} blocks, {len(view.labels):,} dims, {size / 1024:.0f} KiB")
+
+
+def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from raspc import progress
+    from raspc.report import ModelView
+
+    try:
+        from raspc.plot import plot_model
+    except ImportError as exc:
+        raise CliError(f"raspc plot needs matplotlib: pip install 'raspc[plot]' ({exc})") from None
+    view = ModelView(_raspc_onnx(args.model), os.path.basename(args.model))
+    output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".png"
+    with progress.task(f"plot {output}"):
+        try:
+            written = plot_model(view, output, _input_tokens(view.runtime, args.tokens), what=args.what)
+        except OSError as exc:
+            raise CliError(f"cannot write '{output}': {exc.strerror or exc}") from None
+    progress.say(f"wrote {', '.join(written)}")
+
+
+def _add_picture_commands(sub: Any) -> None:
+    rp = sub.add_parser(
+        "report", help="write a self-contained HTML report of a model (graph, residual stream, heads)",
+        description="Runs MODEL.onnx on TOKENs (default: an example input) and writes one HTML file that "
+        "opens without network access: the program graph, the layer table, the residual stream at every "
+        "layer boundary, every head's attention pattern and QK/OV circuits, the circuit graph.",
+    )
+    rp.add_argument("model", metavar="MODEL.onnx")
+    rp.add_argument("tokens", metavar="TOKEN", nargs="*", help="input tokens (BOS is prepended unless given)")
+    rp.add_argument("-o", "--output", metavar="FILE.html", help="output file (default: MODEL.html here)")
+    rp.set_defaults(func=cmd_report, subparser=rp)
+    pl = sub.add_parser(
+        "plot", help="PNG plots of the residual stream per layer and attention per head (needs matplotlib)",
+        description="Runs MODEL.onnx on TOKENs (default: an example input) and draws labelled heatmaps: "
+        "the residual stream at every layer boundary and every head's attention pattern.",
+    )
+    pl.add_argument("model", metavar="MODEL.onnx")
+    pl.add_argument("tokens", metavar="TOKEN", nargs="*", help="input tokens (BOS is prepended unless given)")
+    pl.add_argument("-o", "--output", metavar="FILE.png", help="output file (default: MODEL.png here)")
+    pl.add_argument("--what", choices=("all", "residual", "attention"), default="all",
+                    help="residual and attention in one figure (all, the default), or one of them")
+    pl.set_defaults(func=cmd_plot, subparser=pl)
+
+
+# Options whose value may start with '-' (`--vocab -2,-1,0`): argparse would read it as an option.
+_DASH_VALUE_OPTIONS = ("--vocab", "--bos", "--pad")
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """`--vocab -2,-1,0` -> `--vocab=-2,-1,0`, so negative numbers need no `=`."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if a in _DASH_VALUE_OPTIONS and value.startswith("-") and (value[1:2].isdigit() or value[1:2] == "." or "," in value):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    from raspc import progress
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
+    progress.configure(enabled=not getattr(args, "quiet", False))
     if args.command == "run" and args.batch is None and not args.tokens:
-        args.subparser.error("give at least one TOKEN, or --batch FILE")
+        hint = (f" (--residual took '{args.residual}' as its filter: put the TOKENs first, or write "
+                f"--residual=FILTER)" if args.residual else "")
+        args.subparser.error("give at least one TOKEN, or --batch FILE" + hint)
     if os.environ.get("RASPC_DEBUG") == "1":
         args.func(args, args.subparser)
         return

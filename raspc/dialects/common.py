@@ -172,7 +172,9 @@ def check_input_spec(spec: InputSpec) -> str | None:
         return "the vocabulary is empty"
     keys = [identity(v) for v in spec.vocab]
     if len(set(keys)) != len(keys):
-        return "the vocabulary has duplicate tokens"
+        seen: set[Any] = set()
+        repeated = [v for k, v in zip(keys, spec.vocab) if k in seen or seen.add(k)]
+        return f"the vocabulary has duplicate tokens: {', '.join(dict.fromkeys(map(repr, repeated)))}"
     if any(v is None for v in spec.vocab):
         return "None cannot be a token"
     if identity(spec.bos) in keys:
