@@ -881,9 +881,10 @@ def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from raspc.report import ModelView
 
     try:
-        from raspc.plot import plot_model
-    except ImportError as exc:
-        raise CliError(f"raspc plot needs matplotlib: pip install 'raspc[plot]' ({exc})") from None
+        import matplotlib  # noqa: F401  (the optional `plot` extra)
+    except ImportError:
+        raise CliError("raspc plot needs matplotlib: pip install 'raspc[plot]'") from None
+    from raspc.plot import plot_model
     view = ModelView(_raspc_onnx(args.model), os.path.basename(args.model))
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".png"
     with progress.task(f"plot {output}"):

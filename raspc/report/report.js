@@ -234,7 +234,7 @@
         table.append(r);
       }
       if (dims.length > limit) {
-        const more = el("tr", {}, el("th", { class: "row" }, el("button", { class: "small", text: `show ${Math.min(MAX_ROWS, dims.length - limit)} more of ${dims.length}`, onclick: () => { g.shown = limit + MAX_ROWS; renderResidual(); } })));
+        const more = el("tr", { class: "more" }, el("th", { class: "row" }, el("button", { class: "small", text: `show ${Math.min(MAX_ROWS, dims.length - limit)} more of ${dims.length}`, onclick: () => { g.shown = limit + MAX_ROWS; renderResidual(); } })));
         table.append(more);
       }
     }
