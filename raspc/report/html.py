@@ -226,13 +226,13 @@ _PAGE = """<!DOCTYPE html>
 <main>
 <section id="sec-io"><h2>Input and output</h2><p class="hint">The input the model ran on (BOS first) and what it answered at each position.</p><div id="io"></div></section>
 <section id="sec-program"><h2>Program</h2>
-<p class="hint">Every s-op and selector of the RASP program, left to right by dependency depth. Fill: the layer whose block computes it; border: attention head or MLP. Click a node for its op, value set, source line and place in the residual stream.</p>
+<p class="hint">Every s-op and selector of the RASP program, top to bottom by dependency depth. Fill: the layer whose block computes it; border: attention head or MLP. Click a node for its op, value set, source line and place in the residual stream.</p>
 <div class="legend" id="program-legend"></div>
 <div class="graph-wrap"><div class="graph-box" id="program-graph"></div><div class="details" id="node-details"><p class="hint">Click a node of the graph.</p></div></div>
 </section>
 <section id="sec-layers"><h2>Layers</h2><p class="hint">Each block, the s-op it computes, the s-ops it reads (through Q, K, V or the MLP input) and writes.</p><table class="layers" id="layers-table"></table></section>
 <section id="sec-residual"><h2>Residual stream</h2>
-<p class="hint">Rows: named directions grouped by s-op (click a group to open it; a closed group shows its strongest direction per position). Columns: positions and their tokens. One tab per layer boundary. Groups that are zero everywhere on this input are hidden in large models.</p>
+<p class="hint">Rows: named directions grouped by s-op (click a group to open it; a closed group shows the s-op's value at each position: its active direction). Columns: positions and their tokens. One tab per layer boundary. Groups that are zero everywhere on this input are hidden in large models.</p>
 <div class="tabs" id="boundary-tabs"></div><label class="hint"><input type="checkbox" id="hide-zero"> hide directions that are zero on this input</label><div class="scroll" id="residual-heatmap" style="max-height:640px"></div></section>
 <section id="sec-heads"><h2>Attention heads</h2><p class="hint">Each head's attention pattern on this input, and its QK circuit (scale · W_Q W_Kᵀ) and OV circuit (W_V W_O) over the named directions it reads and writes.</p><div class="head-panels" id="head-panels"></div></section>
 <section id="sec-circuit"><h2>Circuit graph</h2><p class="hint">Blocks in layer order; an edge runs from every block (or the embedding) that writes a direction to each later block that reads it, coloured by where it is read. Below: composition scores between heads (A Mathematical Framework for Transformer Circuits).</p>

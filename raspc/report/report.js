@@ -81,15 +81,18 @@
     if (!P) { box.append(el("p", { class: "hint", text: "This file carries no program graph (compile with raspc to store one)." })); return; }
     const nodes = P.nodes.map((n) => Object.assign({ id: n.label }, n));
     const { depth, cols } = layout(nodes, (n) => n.inputs);
-    const W = 150, H = 40, GX = 40, GY = 14;
+    // top to bottom by dependency depth; each level centred
+    const W = 150, H = 40, GX = 18, GY = 34;
     const pos = {};
-    let maxRows = 0;
+    let maxRow = 0;
+    for (const list of Object.values(cols)) maxRow = Math.max(maxRow, list.length);
+    const width = 32 + maxRow * (W + GX) - GX;
     for (const [c, list] of Object.entries(cols)) {
-      list.forEach((n, r) => { pos[n.id] = { x: 16 + Number(c) * (W + GX), y: 16 + r * (H + GY) }; });
-      maxRows = Math.max(maxRows, list.length);
+      const x0 = (width - (list.length * (W + GX) - GX)) / 2;
+      list.forEach((n, r) => { pos[n.id] = { x: x0 + r * (W + GX), y: 16 + Number(c) * (H + GY) }; });
     }
-    const ncols = Object.keys(cols).length;
-    const s = svg("svg", { width: 32 + ncols * (W + GX) - GX, height: 32 + maxRows * (H + GY) - GY, id: "program-svg" });
+    const nlevels = Object.keys(cols).length;
+    const s = svg("svg", { width, height: 32 + nlevels * (H + GY) - GY, id: "program-svg" });
     const defs = svg("defs");
     const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
     marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#9aa5b1" }));
@@ -98,8 +101,13 @@
     for (const n of nodes) for (const i of n.inputs) {
       if (!(i in pos)) continue;
       const a = pos[i], b = pos[n.id];
-      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
-      const p = svg("path", { class: "edge", d: `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2} ${y2}`, "marker-end": "url(#arrow)" });
+      const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y, my = (y1 + y2) / 2;
+      // an edge over more than one level bends out to the side, around the nodes between
+      const span = depth[n.id] - depth[i];
+      const side = x2 >= x1 ? -1 : 1, off = span > 1 ? side * (W * 0.9 + 10 * (span - 2)) : 0;
+      const d = span > 1 ? `M ${x1} ${y1} C ${x1 + off} ${y1 + GY}, ${x2 + off} ${y2 - GY}, ${x2} ${y2}`
+        : `M ${x1} ${y1} C ${x1} ${my}, ${x2} ${my}, ${x2} ${y2}`;
+      const p = svg("path", { class: "edge", d, "marker-end": "url(#arrow)" });
       p.dataset.from = i; p.dataset.to = n.id; edgeEls.push(p); s.append(p);
     }
     for (const n of nodes) {
@@ -209,11 +217,13 @@
       const tr = el("tr", { class: "group", "data-group": g.name });
       tr.append(el("th", { class: "row", text: `${open ? "▾" : "▸"} ${g.name} (${g.dims.length})`, onclick: () => { open ? expanded.delete(g.name) : expanded.add(g.name); renderResidual(); } }));
       for (let p = 0; p < T; p++) {
-        // collapsed: the strongest direction at this position, e.g. "2" for hist:2
+        // collapsed: the s-op's value here (its active `name:value` direction, e.g. "2" for hist:2),
+        // else, for a numerical s-op or helper directions, the strongest number
+        const own = live.filter((d) => DATA.labels[d].startsWith(g.name + ":"));
         let best = -1, bestV = 0;
-        for (const d of live) { const v = rows.get(d)[p]; if (Math.abs(v) > Math.abs(bestV)) { best = d; bestV = v; } }
-        const name = best < 0 ? "" : DATA.labels[best].slice(DATA.labels[best].indexOf(":") + 1 || 0);
-        const text = best < 0 ? "·" : (g.dims.length === 1 ? fmt(bestV) : (DATA.labels[best].includes(":") ? name : fmt(bestV)));
+        for (const d of (own.length ? own : live)) { const v = rows.get(d)[p]; if (Math.abs(v) > Math.abs(bestV)) { best = d; bestV = v; } }
+        const valueDir = own.length > 0 && best >= 0 && bestV > 0.5;
+        const text = best < 0 || (own.length && !valueDir) ? "·" : (valueDir ? DATA.labels[best].slice(g.name.length + 1) : fmt(bestV));
         const td = el("td", { style: `background:${heat(bestV, scale)};color:${textColor(bestV, scale)}`, text });
         tip(td, best < 0 ? `${g.name} @ ${p}: all 0` : `${DATA.labels[best]} @ ${p}:${DATA.input.tokens[p]} = ${fmt(bestV)}`);
         tr.append(td);
