@@ -31,13 +31,29 @@ needs_chromium = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def sort_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """make_sort compiled by the CLI (so the file carries the program graph)."""
+def sort_compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """make_sort_unique compiled by the CLI (so the file carries the program graph), and what the CLI
+    said it wrote."""
+    import contextlib
+    import io
+
+    from raspc import progress
     from raspc.cli.main import main
 
     path = tmp_path_factory.mktemp("report") / "sort.onnx"
-    main(["compile", "lib:make_sort", "--vocab", "1,2,3,4", "--max-seq-len", "5", "-o", str(path), "-q"])
-    return path
+    err = io.StringIO()
+    saved = progress.configure()
+    try:
+        with contextlib.redirect_stderr(err):
+            main(["compile", "lib:make_sort_unique", "--vocab", "1,2,3,4", "--max-seq-len", "5", "-o", str(path)])
+    finally:
+        progress.restore(saved)
+    return path, err.getvalue().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def sort_onnx(sort_compiled: tuple[Path, str]) -> Path:
+    return sort_compiled[0]
 
 
 @pytest.fixture(scope="module")
@@ -50,50 +66,56 @@ def sort_page(sort_view: ModelView, tmp_path_factory: pytest.TempPathFactory) ->
     return Path(write_report(sort_view, str(tmp_path_factory.mktemp("page") / "sort.html"), SORT_INPUT))
 
 
-def test_the_file_alone_gives_program_blocks_and_boundaries(sort_view: ModelView) -> None:
+def test_the_file_alone_gives_program_blocks_and_boundaries(sort_view: ModelView, sort_compiled) -> None:
     program = sort_view.program
     assert program is not None and program["output"] == "sort"
     nodes = {n["label"]: n for n in program["nodes"]}
     assert nodes["sort"]["op"] == "aggregate" and nodes["sort"]["src"].startswith("lib.py:")
     assert nodes["smaller"]["kind"] == "selector" and nodes["smaller"]["detail"] == "predicate LT"
-    assert nodes["target_pos"]["values"] == ["0", "1", "2", "3", "4"]
-    assert [(b.name, b.kind, b.sop) for b in sort_view.blocks] == [
-        ("L0.sequence_map_1", "mlp", "sequence_map_1"), ("L1.target_pos.attn", "head", "target_pos"),
-        ("L1.target_pos", "mlp", "target_pos"), ("L2.sort", "head", "sort"), ("L2.sort.attn", "head", "sort"),
-        ("L2.sort.2", "mlp", "sort")]
-    assert [b.name for b in sort_view.boundaries] == [
-        "embedding", "L0 MLP", "L1 attention", "L1 MLP", "L2 attention", "L2 MLP"]
-    assert sort_view.params == 9499  # what `raspc compile` reports
+    assert nodes["tokens"]["values"] == ["1", "2", "3", "4"] and nodes["tokens"]["src"] is None
+    heads = [b for b in sort_view.blocks if b.kind == "head"]
+    assert heads and {s for b in sort_view.blocks for s in b.sops} <= set(nodes)
+    assert any("sort" in b.sops for b in heads)
+    # one boundary after the embedding and after every sublayer that has blocks, in order
+    sublayers = sorted({(b.layer, b.kind == "mlp") for b in sort_view.blocks})
+    assert [b.name for b in sort_view.boundaries] == ["embedding"] + [
+        f"L{layer} {'MLP' if mlp else 'attention'}" for layer, mlp in sublayers]
+    assert sort_compiled[1].endswith(f"{len(sort_view.labels)} dims, {sort_view.params:,} params")
 
 
 def test_residuals_and_patterns_are_the_models(sort_view: ModelView) -> None:
     act = sort_view.run(SORT_INPUT)
     assert act.decoded == ["BOS", 1, 2, 3, 4]
     final = sort_view.runtime.apply(SORT_INPUT).residual
-    np.testing.assert_array_equal(act.residuals["L2 MLP"], final)
+    np.testing.assert_array_equal(act.residuals[sort_view.boundaries[-1].name], final)
     np.testing.assert_array_equal(act.residuals["final"], final)
     labels = sort_view.labels
     emb = act.residuals["embedding"]
     assert emb[1, labels.index("tokens:3")] == 1 and emb[1, labels.index("indices:0")] == 1
-    assert set(act.patterns) == {"L1.target_pos.attn", "L2.sort", "L2.sort.attn"}
+    assert set(act.patterns) == {b.name for b in sort_view.blocks if b.kind == "head"}
     for p in act.patterns.values():
         np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-6)
-    # the sort head moves token 1 (at position 2) to output position 1
-    assert act.patterns["L2.sort"][1, 2] == pytest.approx(1)
+    # the head that moves the values takes token 1 (at position 2) to output position 1
+    mover = next(b.name for b in sort_view.blocks if b.kind == "head" and b.label == "sort")
+    assert act.patterns[mover][1, 2] == pytest.approx(1)
 
 
 def test_report_data_is_labelled_and_deterministic(sort_view: ModelView) -> None:
     data = report_data(sort_view, sort_view.run(SORT_INPUT))
     assert data["input"] == {"tokens": ["BOS", "3", "1", "4", "2"], "decoded": ["BOS", "1", "2", "3", "4"]}
-    assert [g["name"] for g in data["groups"]] == [
-        "one", "bos", "tokens", "indices", "sequence_map_1", "sort", "target_pos"]
-    head = next(h for h in data["heads"] if h["name"] == "L2.sort")
-    qk = {(data["labels"][r], data["labels"][c]): v for r, c, v in head["qk"]["entries"]}
-    assert qk[("indices:1", "target_pos:1")] == pytest.approx(208)
+    assert [g["name"] for g in data["groups"]][:4] == ["one", "bos", "tokens", "indices"]
+    assert sum(len(g["dims"]) for g in data["groups"]) == len(data["labels"])
+    head = next(h for h in data["heads"] if h["label"] == "sort")
     ov = {(data["labels"][r], data["labels"][c]): v for r, c, v in head["ov"]["entries"]}
-    assert ov == {(f"tokens:{t}", f"sort.selected:{t}"): 1.0 for t in (1, 2, 3, 4)}
+    # copies the token it attends to into the sort group's direction for that value
+    assert sorted((k, c.split(":")[-1], v) for (k, c), v in ov.items()) == [
+        (f"tokens:{t}", str(t), 1.0) for t in (1, 2, 3, 4)]
+    assert all(c.startswith("sort") for _, c in ov)
+    qk = {(data["labels"][r], data["labels"][c]): v for r, c, v in head["qk"]["entries"]}
+    assert {q for q, _ in qk} >= {f"indices:{i}" for i in range(5)} and max(qk.values()) == pytest.approx(208)
     edges = {(e["from"], e["to"], e["via"]) for e in data["circuit"]["edges"]}
-    assert ("L1.target_pos", "L2.sort", "K") in edges and ("embed", "L2.sort", "V") in edges
+    assert ("embed", head["name"], "V") in edges  # the token values come from the embedding
+    assert any(to == head["name"] and via == "K" and src != "embed" for src, to, via in edges)
     page = build_report(sort_view, SORT_INPUT)
     assert page == build_report(sort_view, SORT_INPUT)
 
@@ -128,7 +150,7 @@ def test_without_program_graph_the_report_still_builds(sort_onnx: Path) -> None:
     view = ModelView(model, "bare.onnx")
     data = report_data(view, view.run(SORT_INPUT))
     assert data["program"] is None and [g["name"] for g in data["groups"]][:3] == ["one", "bos", "tokens"]
-    assert {b["sop"] for b in data["blocks"]} == {"sequence_map_1", "target_pos", "sort"}
+    assert "sort" in {b["sop"] for b in data["blocks"]}  # blocks still named by the residual groups
 
 
 def test_compiled_model_report(tmp_path: Path) -> None:
@@ -149,22 +171,26 @@ def _embedded_data(page: Path) -> dict[str, Any]:
 
 
 @needs_chromium
-def test_page_in_headless_chromium(sort_page: Path, tmp_path: Path) -> None:
+def test_page_in_headless_chromium(sort_view: ModelView, sort_page: Path, tmp_path: Path) -> None:
+    data = _embedded_data(sort_page)
+    heads = [b for b in sort_view.blocks if b.kind == "head"]
+    sort_dims = next(len(g["dims"]) for g in data["groups"] if g["name"] == "sort")
     with Browser() as browser:
         page = browser.open(sort_page)
         assert page.evaluate("document.body.dataset.rendered") == "true"
-        assert page.evaluate("document.querySelectorAll('#program-svg .node').length") == 7
-        assert page.evaluate("document.querySelectorAll('#residual-table tr.group').length") == 7
-        assert page.evaluate("document.querySelectorAll('details.head-panel').length") == 3
-        assert page.evaluate("document.querySelectorAll('details.head-panel table.pattern').length") == 3
-        assert page.evaluate("document.querySelectorAll('#circuit-svg .node').length") == 7
+        count = "document.querySelectorAll({!r}).length".format
+        assert page.evaluate(count("#program-svg .node")) == len(data["program"]["nodes"])
+        assert page.evaluate(count("#residual-table tr.group")) == len(data["groups"])
+        assert page.evaluate(count("details.head-panel")) == len(heads)
+        assert page.evaluate(count("details.head-panel table.pattern")) == len(heads)
+        assert page.evaluate(count("#circuit-svg .node")) == len(sort_view.blocks) + 1
         page.click('#program-svg .node[data-label="sort"]')
         details = page.evaluate("document.getElementById('node-details').innerText")
         assert "sort (output)" in details and "aggregate" in details and "lib.py:" in details
-        assert "L2 head L2.sort" in details and "13 dims" in details
+        assert f"{heads[-1].name}" in details and f"{sort_dims} dims" in details
         page.click("#node-details button")  # "show in the residual stream": opens the sort group
-        assert page.evaluate("document.querySelectorAll('#residual-table tr.dir').length") == 13
-        page.click("#boundary-tabs button")  # the embedding: sort is still all zero there
+        assert page.evaluate(count("#residual-table tr.dir")) == sort_dims
+        page.click("#boundary-tabs button")  # the first tab: the embedding
         assert page.evaluate("document.querySelector('#boundary-tabs button.active').textContent") == "embedding"
         shot = tmp_path / "report.png"
         page.screenshot(shot)
@@ -193,6 +219,7 @@ def test_4000_dimensions_stay_usable(tmp_path: Path) -> None:
         assert shown == 256  # drawn in pages of 256, with a button for more
         page.click('#residual-table tr.more button')
         assert page.evaluate("document.querySelectorAll('#residual-table tr.dir').length") == 512
-        page.click("details.head-panel summary")  # the 2,000 x 2,000 OV circuit is listed, not drawn
-        assert "largest of" in page.evaluate("document.querySelector('details.head-panel').innerText")
+        page.click("details.head-panel summary")  # drawn when opened (a circuit too large to draw is listed)
+        assert page.wait_until("document.querySelectorAll('details.head-panel table').length >= 2")
+        assert "attention pattern" in page.evaluate("document.querySelector('details.head-panel').innerText")
         assert page.errors == []

@@ -182,6 +182,15 @@ class Page:
             raise BrowserError(f"JavaScript error: {result['exceptionDetails'].get('text')} in {expression!r}")
         return result["result"].get("value")
 
+    def wait_until(self, expression: str, timeout: float = 5.0) -> Any:
+        """Polls a JavaScript expression until it is truthy (events such as `toggle` run later)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value or time.monotonic() > deadline:
+                return value
+            time.sleep(0.02)
+
     def click(self, selector: str) -> None:
         """A real mouse click (pressed and released) at the centre of the first element matching `selector`."""
         box = self.evaluate(

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from raspc.report.model_view import Activations, Block, ModelView, group_of
+from raspc.report.model_view import Activations, Block, ModelView
 
 MAX_CIRCUIT_ENTRIES = 20_000  # entries kept per QK/OV circuit (largest first)
 TOL = 1e-6
@@ -150,13 +150,12 @@ def report_data(view: ModelView, act: Activations) -> dict[str, Any]:
     rt = view.runtime
     heads = [b for b in view.blocks if b.kind == "head"]
     mlps = [b for b in view.blocks if b.kind == "mlp"]
-    known = sorted(view.sops, key=len, reverse=True)
     program = None
     if view.program is not None:
         dims_of = {name: dims for name, dims in view.groups}
         nodes = []
         for n in view.program["nodes"]:
-            blocks = [{"name": b.name, "layer": b.layer, "kind": b.kind} for b in view.blocks if b.sop == n["label"]]
+            blocks = [{"name": b.name, "layer": b.layer, "kind": b.kind} for b in view.blocks if n["label"] in b.sops]
             dims = dims_of.get(n["label"], []) if n.get("kind") == "sop" else []
             embedded = n["op"] in ("tokens", "indices", "full", "constant") or (bool(dims) and not blocks)
             nodes.append({**n, "blocks": blocks, "dims": dims, "embedded": embedded})
@@ -194,7 +193,7 @@ def report_data(view: ModelView, act: Activations) -> dict[str, Any]:
         "labels": list(view.labels),
         "groups": [{"name": name, "dims": dims} for name, dims in view.groups],
         "program": program,
-        "blocks": [{"name": b.name, "layer": b.layer, "kind": b.kind, "label": b.label, "sop": group_of(b.sop, known),
+        "blocks": [{"name": b.name, "layer": b.layer, "kind": b.kind, "label": b.label, "sop": b.sop,
                     "width": b.width, "params": b.params, "reads": {k: list(v) for k, v in b.reads.items()},
                     "writes": list(b.writes)} for b in view.blocks],
         "d_model": len(view.labels),

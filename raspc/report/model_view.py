@@ -39,12 +39,16 @@ class Block:
     name: str  # the ONNX prefix, e.g. "L1.sort" or "L2.sort.2"
     layer: int
     kind: str  # "head" | "mlp"
-    label: str  # the block's label ("sort.attn", "sort.2", ...)
-    sop: str  # the s-op (residual group) it computes
+    label: str  # the block's label ("sort.attn", "sort.2", "a+b" for one MLP computing two s-ops, ...)
+    sops: tuple[str, ...]  # the s-ops (residual groups) it computes
     params: int
     reads: dict[str, tuple[int, ...]]  # "q", "k", "v" (heads) or "in" (MLPs) -> residual dims read
     writes: tuple[int, ...]  # residual dims written
     width: int  # d_head (heads) or hidden units (MLPs)
+
+    @property
+    def sop(self) -> str:
+        return ", ".join(self.sops)
 
 
 @dataclass(frozen=True)
@@ -174,17 +178,19 @@ class ModelView:
             out = w["W_out"] if not np.any(w["b_out"]) else np.vstack([w["W_out"], w["b_out"][None, :]])
             writes, width = cols(out), int(w["W_in"].shape[1])
         written = [self.labels[d] for d in writes]
-        sop = self._sop_of(label, written)
-        return Block(prefix, layer, kind, label, sop, params, reads, writes, width)
+        sops = tuple(dict.fromkeys(self._sop_of(part, written) for part in label.split("+")))
+        return Block(prefix, layer, kind, label, sops, params, reads, writes, width)
 
     def _sop_of(self, label: str, written: list[str]) -> str:
-        """The s-op a block computes: its label's s-op, or failing that the group it writes most."""
-        by_label = group_of(label, sorted(self.sops, key=len, reverse=True))
+        """The s-op a block (or one part of a fused block's label) computes: the label's s-op, or
+        failing that the group the block writes most."""
+        known = sorted(self.sops, key=len, reverse=True)
+        by_label = group_of(label, known)
         if by_label in self.sops:
             return by_label
         if written:
-            groups = [group_of(w, sorted(self.sops, key=len, reverse=True)) for w in written]
-            return max(set(groups), key=groups.count)
+            groups = [group_of(w, known) for w in written]
+            return max(sorted(set(groups)), key=groups.count)
         return by_label
 
     def _boundaries(self) -> list[Boundary]:
