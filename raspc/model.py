@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import onnx
 from xdsl.dialects.builtin import ModuleOp
 
 from raspc import rasp
 from raspc.compiler import DEFAULT_PIPELINE, compile_program
-from raspc.errors import PipelineError
+from raspc.errors import InputError, PipelineError
 from raspc.runtime import ModelOutput, OnnxModel  # ModelOutput: what both models' apply answer
+
+if TYPE_CHECKING:
+    from raspc.analysis.weights import ModelWeights
 
 
 class CompiledModel:
@@ -88,9 +93,12 @@ class CompiledModel:
         return self.runtime.output_encoding
 
     # -- running ---------------------------------------------------------
-    def apply(self, seq: Sequence[Any]) -> ModelOutput:
-        """Runs one sequence that starts with the BOS token, e.g. ["BOS", "a", "b"]."""
-        return self.runtime.apply(seq)
+    def apply(self, seq: Sequence[Any]) -> "TracrOutput":
+        """Runs one sequence that starts with the BOS token, e.g. ["BOS", "a", "b"]: `.decoded`,
+        `.output`, `.residual`, and what Tracr's output has (`.input_embeddings`, `.residuals`,
+        `.layer_outputs`, `.attn_logits`; see TracrOutput)."""
+        out = self.runtime.apply(seq)
+        return TracrOutput(out.decoded, out.output, out.residual, **self._trace(seq))
 
     def apply_batch(self, seqs: Sequence[Sequence[Any]]) -> list[list[Any]]:
         """Runs sequences of mixed lengths in one padded, masked batch; returns decoded lists."""
@@ -103,12 +111,214 @@ class CompiledModel:
 
         return write_report(ModelView(self.onnx_model, os.path.basename(os.fspath(path))), os.fspath(path), tokens)
 
-    def save_onnx(self, path: str | os.PathLike[str], *, compact: bool = False) -> None:
+    def save_onnx(self, path: str | os.PathLike[str], *, compact: bool = False, hooks: bool = False) -> None:
         """Writes the transformer-shaped graph, or with `compact` the faster deployment graph (same
-        inputs, outputs, metadata and answers; not readable by `raspc circuits`)."""
-        model = self.compact_onnx_model if compact else self.onnx_model
+        inputs, outputs, metadata and answers; not readable by `raspc circuits`). With `hooks`, the
+        transformer-shaped graph also outputs its intermediates under TransformerLens's hook names
+        (`blocks.0.hook_resid_pre`, `blocks.0.attn.hook_pattern`, ...)."""
+        if compact and hooks:
+            raise InputError("hooks name the transformer-shaped graph's intermediates: not with compact=True")
+        model = self.compact_onnx_model if compact else self.hooked_onnx_model if hooks else self.onnx_model
         with open(path, "wb") as f:
             f.write(model.SerializeToString())
+
+    # -- Tracr's model object and TransformerLens (issue 8) ----------------
+    @property
+    def hooked_onnx_model(self) -> onnx.ModelProto:
+        """The transformer-shaped graph with TransformerLens-named hook outputs (built on first use)."""
+        if getattr(self, "_hooked_onnx_model", None) is None:
+            from raspc.lowering.tensor_to_onnx import tensor_to_onnx
+
+            self._hooked_onnx_model = tensor_to_onnx(self.module, hooks=True)
+        return self._hooked_onnx_model
+
+    @property
+    def weights(self) -> "ModelWeights":
+        """The weights as numpy arrays, in block order (raspc.analysis.weights)."""
+        if getattr(self, "_weights", None) is None:
+            from raspc.analysis.weights import ModelWeights
+
+            self._weights = ModelWeights.from_module(self.module)
+        return self._weights
+
+    @property
+    def model_config(self) -> "TransformerConfig":
+        """Tracr's `model_config`: heads per layer (the most any layer has), layers, key size (the
+        widest head), MLP hidden size (the widest layer), no layer norm, causal or not."""
+        w = self.weights
+        return TransformerConfig(
+            num_heads=max([len(w.heads_in(lyr)) for lyr in range(w.n_layers)] + [1]),
+            num_layers=w.n_layers,
+            key_size=max([max(h.w_q.shape[1], h.w_v.shape[1]) for h in w.heads] + [1]),
+            mlp_hidden_size=max([m.w_in.shape[1] for m in w.mlps] + [1]),
+            causal=w.causal,
+        )
+
+    @property
+    def params(self) -> dict[str, dict[str, np.ndarray]]:
+        """The weights in Tracr's naming (`token_embed`, `pos_embed`, `transformer/layer_{l}/attn/query`
+        ... `/mlp/linear_2`, each `{"w", "b"}`), heads zero-padded to `key_size` and stacked. Tracr
+        divides attention logits by sqrt(key_size): each head's own softmax scale times sqrt(key_size)
+        is folded into its query weights, so Tracr's forward on these params computes raspc's scores
+        (under raspc's mask, in which BOS attends only to itself)."""
+        w, cfg = self.weights, self.model_config
+        d, heads, size, hidden = w.d_model, cfg.num_heads, cfg.key_size, cfg.mlp_hidden_size
+        params: dict[str, dict[str, np.ndarray]] = {
+            "token_embed": {"embeddings": w.token_embedding.copy()},
+            "pos_embed": {"embeddings": w.position_embedding.copy()},
+        }
+        for layer in range(cfg.num_layers):
+            q, k, v = (np.zeros((d, heads * size), np.float32) for _ in range(3))
+            o = np.zeros((heads * size, d), np.float32)
+            for i, h in enumerate(w.heads_in(layer)):
+                at = i * size
+                q[:, at: at + h.w_q.shape[1]] = h.w_q * np.float32(h.scale * np.sqrt(size))
+                k[:, at: at + h.w_k.shape[1]] = h.w_k
+                v[:, at: at + h.w_v.shape[1]] = h.w_v
+                o[at: at + h.w_o.shape[0]] = h.w_o
+            attn = f"transformer/layer_{layer}/attn"
+            for name, m in (("query", q), ("key", k), ("value", v)):
+                params[f"{attn}/{name}"] = {"w": m, "b": np.zeros((heads * size,), np.float32)}
+            params[f"{attn}/linear"] = {"w": o, "b": np.zeros((d,), np.float32)}
+            w_in, b_in = np.zeros((d, hidden), np.float32), np.zeros((hidden,), np.float32)
+            w_out, b_out = np.zeros((hidden, d), np.float32), np.zeros((d,), np.float32)
+            mlp = w.mlp_in(layer)
+            if mlp is not None:
+                n = mlp.w_in.shape[1]
+                w_in[:, :n], b_in[:n], w_out[:n], b_out[:] = mlp.w_in, mlp.b_in, mlp.w_out, mlp.b_out
+            params[f"transformer/layer_{layer}/mlp/linear_1"] = {"w": w_in, "b": b_in}
+            params[f"transformer/layer_{layer}/mlp/linear_2"] = {"w": w_out, "b": b_out}
+        return params
+
+    @property
+    def input_encoder(self) -> "CategoricalEncoder":
+        """Tracr's input encoder: `encode([bos, tokens...])` -> ids, `decode(ids)`, `encoding_map`."""
+        w = self.weights
+        return CategoricalEncoder(w.vocab, w.vocab[w.bos_id], w.vocab[w.pad_id], self.max_seq_len + 1)
+
+    @property
+    def output_encoder(self) -> "CategoricalEncoder | NumericalEncoder":
+        """Tracr's output encoder: categorical `decode(indices)` -> values (-1 -> None), or numerical."""
+        if self.output_encoding == "numerical":
+            return NumericalEncoder()
+        return CategoricalEncoder(self.output_values)
+
+    def to_transformer_lens(self) -> Any:
+        """This model as a TransformerLens model with identical activations: a `TransformerBridge`
+        (TransformerLens 4.x) or a `HookedTransformer` (3.x); needs the `tl` extra. `.raspc` on it
+        maps raspc's names to TransformerLens indices (raspc.export.transformer_lens)."""
+        from raspc.export.transformer_lens import to_transformer_lens
+
+        return to_transformer_lens(self)
+
+    def _trace(self, seq: Sequence[Any]) -> dict[str, Any]:
+        """Tracr's per-layer activations of one sequence, from the hooked graph."""
+        if getattr(self, "_hooked_runtime", None) is None:
+            self._hooked_runtime = OnnxModel.load(self.hooked_onnx_model.SerializeToString())
+        ids = np.array([self.runtime.encode(seq)], dtype=np.int64)
+        run = self._hooked_runtime.run(ids)
+        cfg = self.model_config
+        residuals, layer_outputs, attn_logits = [], [], []
+        for layer in range(cfg.num_layers):
+            b = f"blocks.{layer}"
+            residuals += [run[f"{b}.hook_resid_mid"], run[f"{b}.hook_resid_post"]]
+            layer_outputs += [run[f"{b}.hook_attn_out"], run[f"{b}.hook_mlp_out"]]
+            logits = np.zeros((1, cfg.num_heads, ids.shape[1], ids.shape[1]), np.float32)
+            if f"{b}.attn.hook_attn_scores" in run:
+                scores = run[f"{b}.attn.hook_attn_scores"]
+                logits[:, : scores.shape[1]] = scores
+            attn_logits.append(logits)
+        return {"input_embeddings": run["blocks.0.hook_resid_pre"] if cfg.num_layers else run["residual"],
+                "residuals": residuals, "layer_outputs": layer_outputs, "attn_logits": attn_logits}
+
+
+# --------------------------------------------------------------------------- Tracr's model objects
+
+
+@dataclass
+class TracrOutput(ModelOutput):
+    """`apply`'s answer with Tracr's fields besides ModelOutput's: `input_embeddings` [1, T, D];
+    `residuals` and `layer_outputs`, one [1, T, D] per sublayer (attention then MLP, two per layer,
+    an empty sublayer's output is zeros); `attn_logits`, one [1, heads, T, T] per layer (scaled
+    scores, masked ones at -1e9; heads a layer lacks are zeros)."""
+
+    input_embeddings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    residuals: list[np.ndarray] = field(default_factory=list)
+    layer_outputs: list[np.ndarray] = field(default_factory=list)
+    attn_logits: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class TransformerConfig:
+    """Tracr's `model.model_config` (raspc's models have no layer norm and use ReLU MLPs)."""
+
+    num_heads: int
+    num_layers: int
+    key_size: int
+    mlp_hidden_size: int
+    dropout_rate: float = 0.0
+    layer_norm: bool = False
+    causal: bool = False
+
+    @staticmethod
+    def activation_function(x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0)
+
+
+class CategoricalEncoder:
+    """Tracr's categorical encoder: `encoding_map` value -> id, `encode`, `decode` (id -> value, -1 ->
+    None). Built from the values in id order, so `decode` keeps values a dict would merge (1, 1.0)."""
+
+    def __init__(self, values: Sequence[Any], bos_token: Any = None, pad_token: Any = None,
+                 max_seq_len: int | None = None):
+        self._values = tuple(values)
+        self.encoding_map: dict[Any, int] = {}
+        for i, v in enumerate(self._values):
+            self.encoding_map.setdefault(v, i)
+        self._bos_token, self._pad_token, self._max_seq_len = bos_token, pad_token, max_seq_len
+
+    def encode(self, inputs: Sequence[Any]) -> list[int]:
+        if self._bos_token is not None and (not inputs or inputs[0] != self._bos_token):
+            raise InputError(f"the first token must be the BOS token {self._bos_token!r}")
+        if self._max_seq_len is not None and len(inputs) > self._max_seq_len:
+            raise InputError(f"{len(inputs)} tokens (BOS included) is more than {self._max_seq_len}")
+        missing = [x for x in inputs if x not in self.encoding_map]
+        if missing:
+            raise InputError(f"tokens {missing!r} are not in the vocabulary {list(self.encoding_map)!r}")
+        return [self.encoding_map[x] for x in inputs]
+
+    def decode(self, encodings: Sequence[int]) -> list[Any]:
+        return [None if int(i) < 0 else self._values[int(i)] for i in encodings]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._values)
+
+    @property
+    def bos_token(self) -> Any:
+        return self._bos_token
+
+    @property
+    def pad_token(self) -> Any:
+        return self._pad_token
+
+    @property
+    def bos_encoding(self) -> int | None:
+        return None if self._bos_token is None else self.encoding_map[self._bos_token]
+
+    @property
+    def pad_encoding(self) -> int | None:
+        return None if self._pad_token is None else self.encoding_map[self._pad_token]
+
+
+class NumericalEncoder:
+    """Tracr's numerical encoder: the identity."""
+
+    def encode(self, inputs: Sequence[float]) -> list[float]:
+        return list(inputs)
+
+    def decode(self, encodings: Sequence[float]) -> list[float]:
+        return [float(x) for x in encodings]
 
 
 def compile_rasp_to_model(

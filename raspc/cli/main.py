@@ -403,8 +403,16 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         )
 
     if emit == "onnx":
+        if args.compact and args.hooks:
+            raise CliError("--hooks names the transformer-shaped graph's intermediates: not with --compact")
         if args.compact:
             from raspc.lowering.compact_onnx import tensor_to_compact_onnx as export
+        elif args.hooks:  # TransformerLens-named hook outputs (issue 8)
+            from functools import partial
+
+            from raspc.lowering.tensor_to_onnx import tensor_to_onnx
+
+            export = partial(tensor_to_onnx, hooks=True)
         else:
             from raspc.lowering.tensor_to_onnx import tensor_to_onnx as export
 
@@ -729,6 +737,29 @@ def cmd_circuits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         _circuits_graph_report(onnx_model, circuits.report(), args)
 
 
+def cmd_export_tl(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Writes a TransformerLens state dict (-o FILE.pt) and its config with raspc's labels (FILE.json)."""
+    from raspc.analysis.weights import ModelWeights
+    from raspc.export.transformer_lens import save
+
+    weights = ModelWeights.from_onnx(_raspc_onnx(args.model, ("raspc.residual_labels",)))
+    state_path, config_path = save(weights, args.output)
+    print(f"wrote {state_path} (state dict, TransformerLens property format) and {config_path} (config, labels)")
+
+
+def _add_export_tl_command(sub: Any) -> None:
+    e = sub.add_parser(
+        "export-tl",
+        help="export a model for TransformerLens: a state dict + config JSON (needs the tl extra)",
+        description="Writes MODEL's weights as a TransformerLens state dict (embed.W_E, blocks.0.attn.W_Q, ...; "
+        "heads padded to one d_head, the readout as W_U, scales folded into W_Q) to -o FILE.pt, and the "
+        "config with raspc's labels (heads, MLP neurons, residual directions, vocabulary) to FILE.json.",
+    )
+    e.add_argument("model", metavar="MODEL.onnx")
+    e.add_argument("-o", "--output", metavar="FILE.pt", required=True, help="the state dict (FILE.json beside it)")
+    e.set_defaults(func=cmd_export_tl, subparser=e)
+
+
 def _print_json(data: Any) -> None:
     import json
 
@@ -797,6 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after every pass, run the IR in its level's interpreter and compare with the program: "
                    "on 32 random inputs (shrunk to a minimal failing one), on N, or on every input up to "
                    "max_seq_len (exhaustive, when there are at most 100,000)")
+    c.add_argument("--hooks", action="store_true",
+                   help="also output the intermediates, named like TransformerLens hooks (blocks.0.hook_resid_pre, "
+                   "blocks.0.attn.hook_pattern, ..., logits)")
     c.add_argument("--compact", action="store_true",
                    help="write the compact deployment graph (faster, same answers; `circuits` needs the default graph)")
     c.add_argument("--elide", action="store_true",
@@ -837,6 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--threshold", type=float, default=0.05,
                     help="composition score counted as a composition, for precision/recall (default 0.05)")
     ci.set_defaults(func=cmd_circuits, subparser=ci)
+    _add_export_tl_command(sub)
     lb = sub.add_parser("lib", help="list the library programs usable as lib:NAME")
     lb.set_defaults(func=cmd_lib, subparser=lb)
     _add_picture_commands(sub)

@@ -258,8 +258,7 @@ def to_transformer_bridge(source: Any) -> Any:
     weights = _weights_of(source)
     labels = raspc_labels(weights)
     cfg_dict = tl_config(weights)
-    cfg = TransformerBridgeConfig(architecture="TransformerLensNative", init_weights=False,
-                                  **{k: v for k, v in cfg_dict.items() if k != "default_prepend_bos"})
+    cfg = TransformerBridgeConfig(architecture="TransformerLensNative", init_weights=False, **cfg_dict)
     bridge = TransformerBridge.boot_native(cfg)
     native = bridge.original_model
     scales = {float(layer.attn.scale) for layer in native.layers}
