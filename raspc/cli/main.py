@@ -681,7 +681,7 @@ def cmd_lib(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     for name in lib.LIBRARY:
         print(f"{name.ljust(width)}  {lib.LIBRARY_DEFAULTS.get(name, '')}")
         for p in builders.get(name, ((), None))[0]:
-            print(f"{''.ljust(width)}    ?{p.name}=VALUE  {p.help} (default {p.default})")
+            print(f"{''.ljust(width)}    ?{p.name}=VALUE  {p.help} (default {p.default!r})")
         if name in examples:
             vocab, n = examples[name]
             command = ["raspc", "compile", f"lib:{name}", "--vocab", ",".join(map(str, vocab)),
@@ -874,6 +874,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_tl_command(sub)
     lb = sub.add_parser("lib", help="list the library programs usable as lib:NAME")
     lb.set_defaults(func=cmd_lib, subparser=lb)
+    from raspc.cli.compile_many import add_parser as add_compile_many, cmd_compile_many
+
+    mm = add_compile_many(sub)  # raspc compile-many: datasets of compiled programs (raspc.datasets)
+    mm.set_defaults(func=cmd_compile_many, subparser=mm)
     _add_picture_commands(sub)
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     for command in sub.choices.values():  # every subcommand takes -q
