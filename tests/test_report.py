@@ -223,3 +223,18 @@ def test_4000_dimensions_stay_usable(tmp_path: Path) -> None:
         assert page.wait_until("document.querySelectorAll('details.head-panel table').length >= 2")
         assert "attention pattern" in page.evaluate("document.querySelector('details.head-panel').innerText")
         assert page.errors == []
+
+
+def test_compact_file_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """A --compact export has no per-layer tensors: report and plot say so instead of failing later."""
+    from raspc.cli.main import main
+
+    path = tmp_path / "compact.onnx"
+    main(["compile", "lib:make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--compact", "-o", str(path), "-q"])
+    capsys.readouterr()
+    for command in ("report", "plot"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, str(path), "a"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 1 and err.startswith("raspc: error: ") and "compact export" in err
+        assert len(err.splitlines()) == 1
