@@ -263,9 +263,20 @@ class ModelView:
             raise InputError(f"cannot load {self.source}: {exc}") from None
 
     def circuit_graph(self) -> dict[str, Any]:
-        """Blocks as nodes and, for every block, an edge from each earlier block (or the embedding)
-        whose written directions it reads, through Q, K, V or the MLP input: the compiler's own
-        wiring, read off the weights."""
+        """The ground-truth circuit graph stored in the file (`raspc.circuit_graph`, from
+        raspc.analysis.circuit_graph) when there is one, else the same wiring read off the weights
+        here: blocks as nodes and, for every block, an edge from each earlier block (or the
+        embedding) whose written directions it reads, through Q, K, V or the MLP input."""
+        stored = self.meta.get("raspc.circuit_graph")
+        if stored:
+            try:
+                graph = json.loads(stored)
+                return {"nodes": list(graph["nodes"]), "edges": list(graph["edges"])}
+            except (ValueError, KeyError, TypeError):
+                self.notes.append("the file's raspc.circuit_graph is malformed: the graph is read off the weights")
+        return self._circuit_graph_from_weights()
+
+    def _circuit_graph_from_weights(self) -> dict[str, Any]:
         writers: dict[int, list[str]] = {d: ["embed"] for d in self._embedding_dims()}
         nodes = [{"name": "embed", "layer": -1, "kind": "embed", "sop": "tokens, indices"}]
         edges = []

@@ -328,7 +328,7 @@
     const C = DATA.circuit;
     const box = document.getElementById("circuit-graph");
     const cols = {};
-    const colOf = (n) => n.kind === "embed" ? 0 : 1 + 2 * n.layer + (n.kind === "mlp" ? 1 : 0);
+    const colOf = (n) => n.kind === "embed" ? 0 : n.kind === "readout" ? 1e6 : 1 + 2 * n.layer + (n.kind === "mlp" ? 1 : 0);
     for (const n of C.nodes) (cols[colOf(n)] = cols[colOf(n)] || []).push(n);
     const W = 150, H = 36, GX = 70, GY = 18;
     const pos = {};
@@ -336,7 +336,7 @@
     const colKeys = Object.keys(cols).map(Number).sort((a, b) => a - b);
     colKeys.forEach((c, ci) => { cols[c].forEach((n, r) => { pos[n.name] = { x: 16 + ci * (W + GX), y: 16 + r * (H + GY) }; }); maxRows = Math.max(maxRows, cols[c].length); });
     const s = svg("svg", { width: 32 + colKeys.length * (W + GX) - GX, height: 32 + maxRows * (H + GY) - GY, id: "circuit-svg" });
-    const VIA = { Q: "#d1495b", K: "#edae49", V: "#00798c", mlp_in: "#66a182" };
+    const VIA = { Q: "#d1495b", K: "#edae49", V: "#00798c", mlp_in: "#66a182", readout: "#6c757d" };
     for (const e of C.edges) {
       const a = pos[e.from], b = pos[e.to];
       if (!a || !b) continue;
@@ -348,13 +348,13 @@
       const g = svg("g", { class: "node", transform: `translate(${pos[n.name].x},${pos[n.name].y})` });
       g.append(svg("rect", { width: W, height: H, rx: 5, fill: layerColor(n.kind === "embed" ? -1 : n.layer), stroke: n.kind === "head" ? "#1d4e89" : n.kind === "mlp" ? "#2b7a3d" : "#8d99ae" }));
       const t1 = svg("text", { x: 7, y: 15 }); t1.textContent = n.name.length > 22 ? n.name.slice(0, 21) + "…" : n.name;
-      const t2 = svg("text", { x: 7, y: 29, fill: "#4a5561" }); t2.textContent = (n.kind === "embed" ? "embedding" : n.kind) + (n.sop ? " · " + n.sop : "");
+      const t2 = svg("text", { x: 7, y: 29, fill: "#4a5561" }); t2.textContent = (n.kind === "embed" ? "embedding" : n.kind) + (n.sop ? " · " + n.sop : (n.label && n.kind === "embed" ? " · " + n.label : ""));
       g.append(t1, t2);
       s.append(g);
     }
     box.append(s);
     const legend = document.getElementById("circuit-legend");
-    for (const [k, c] of Object.entries(VIA)) legend.append(el("span", {}, el("span", { class: "sw", style: `background:${c}` }), k === "mlp_in" ? "MLP input" : k + " input"));
+    for (const [k, c] of Object.entries(VIA)) legend.append(el("span", {}, el("span", { class: "sw", style: `background:${c}` }), k === "mlp_in" ? "MLP input" : k === "readout" ? "read out" : k + " input"));
     const t = document.getElementById("composition-table");
     if (!C.composition.length) { t.append(el("tr", {}, el("td", { text: "No two heads compose directly (every path between heads passes through an MLP or the embedding)." }))); return; }
     t.append(el("tr", {}, ...["kind", "earlier head", "later head", "score"].map((h) => el("th", { text: h }))));
