@@ -22,7 +22,8 @@ from raspc.dialects.common import container_of, level_of
 from raspc.errors import IRError, PipelineError, RaspcError
 
 RASP_PIPELINE = (
-    "infer-value-sets,combine-selectors,check-causal,product-selectors,discretise-numerical-operands,fuse-maps,cse,dce"
+    "infer-value-sets,combine-selectors,check-causal,lexicographic-widths,product-selectors,"
+    "discretise-numerical-operands,fuse-maps,cse,dce"
 )
 CRAFT_PIPELINE = "lower-rasp-to-craft,allocate-layers,layout-residual"
 TENSOR_PIPELINE = "lower-craft-to-tensor"
@@ -33,6 +34,7 @@ _RASPC_PASSES = {
     "infer-value-sets": ("raspc.passes.infer_value_sets", "InferValueSetsPass"),
     "check-causal": ("raspc.passes.check_causal", "CheckCausalPass"),
     "combine-selectors": ("raspc.passes.combine_selectors", "CombineSelectorsPass"),
+    "lexicographic-widths": ("raspc.passes.lexicographic_widths", "LexicographicWidthsPass"),
     "product-selectors": ("raspc.passes.product_selectors", "ProductSelectorsPass"),
     "discretise-numerical-operands": ("raspc.passes.discretise_numerical", "DiscretiseNumericalOperandsPass"),
     "fuse-maps": ("raspc.passes.fuse_maps", "FuseMapsPass"),

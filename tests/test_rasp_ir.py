@@ -325,7 +325,8 @@ def test_select_predicate_that_raises_on_every_pair_names_the_selector() -> None
 
 
 def test_value_set_growing_past_the_bound_names_the_sop() -> None:
-    """Each SequenceMap pairs the previous tuple with the index: 4 * 8^k values; k = 4 passes 5000."""
+    """Each SequenceMap pairs the previous tuple with the index: 4 * 8^(k+1) values; k = 4 would
+    tabulate 16384 x 8 pairs, past the analysis bound (50,000)."""
     x = rasp.tokens
     lines = []
     for k in range(6):
@@ -334,10 +335,10 @@ def test_value_set_growing_past_the_bound_names_the_sop() -> None:
     with pytest.raises(ValueSetError) as info:
         compile_rasp_to_model(x, ["a", "b", "c", "d"], 8)
     message = str(info.value)
-    assert "'pairs3'" in message, message
-    assert info.value.label == "pairs3"
+    assert "'pairs4'" in message, message
+    assert info.value.label == "pairs4"
     assert THIS_FILE in message
-    assert "16384" in message  # how large it grew
+    assert "16384 x 8" in message  # how large it grew
 
 
 def test_numerical_map_to_strings_is_a_compile_error() -> None:

@@ -40,9 +40,12 @@ from raspc.dialects.common import CATEGORICAL, NUMERICAL, Encoding, InputSpec
 from raspc.errors import CompileError, UnsupportedError, ValueSetError
 from raspc.utils.values import Value, evaluator_mean, format_value, identity, is_number, sorted_values
 
-# Bounds on value sets: past these a program would compile into an absurd model.
-MAX_CATEGORICAL_VALUES = 5_000
+# Bounds on what the analysis enumerates (past these a table is too big to tabulate). A categorical
+# s-op this big can still compile when a pass replaces it before lowering (lexicographic-widths);
+# the model's size budget is MAX_DIRECTIONS, checked where an s-op gets residual directions.
+MAX_CATEGORICAL_VALUES = 50_000
 MAX_NUMERICAL_VALUES = 50_000
+MAX_DIRECTIONS = 5_000  # residual directions of one categorical s-op (one per value)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -145,13 +148,24 @@ def _no_numerical_none(op: Operation, inputs: Sequence[tuple[SSAValue, SOpFacts]
 # --------------------------------------------------------------------------- transfer functions
 
 
+def _embedded(op: Operation, n: int, ctx: _Context) -> None:
+    """tokens and indices always reach the model (the embedding writes them): past the direction
+    budget nothing can compile, so say so at once."""
+    if n > MAX_DIRECTIONS:
+        raise ctx.fail(op, f"value set grows to {n} values, one residual direction each (budget "
+                           f"{MAX_DIRECTIONS} per s-op)", ValueSetError)
+
+
 @_transfer(R.TokensOp)
 def _tokens(op: R.TokensOp, facts: Facts, ctx: _Context) -> SOpFacts:
+    _embedded(op, len(ctx.spec.vocab), ctx)
     return _make(op, CATEGORICAL, ctx.spec.vocab, ctx)
 
 
 @_transfer(R.IndicesOp)
 def _indices(op: R.IndicesOp, facts: Facts, ctx: _Context) -> SOpFacts:
+    if op.result_type.is_categorical:
+        _embedded(op, ctx.n, ctx)
     return _make(op, op.result_type.enc, range(ctx.n), ctx)
 
 
@@ -469,5 +483,6 @@ def check_output(value: SSAValue, fact: SOpFacts) -> None:
 
 __all__ = [
     "SOpFacts", "transfer", "infer_op", "infer_program", "check_output", "possible_means", "MAX_CATEGORICAL_VALUES",
+    "MAX_DIRECTIONS",
     "MAX_NUMERICAL_VALUES",
 ]

@@ -38,6 +38,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import InsertPoint
 
 from raspc.analysis.selectors import is_conjunction, operand_matrix, selector_leaves, width_bounds
+from raspc.analysis.value_sets import MAX_DIRECTIONS
 from raspc.constructions import attention as A
 from raspc.constructions import mlp as M
 from raspc.constructions.sparse import Sparse
@@ -545,6 +546,18 @@ PATTERNS = (
 )
 
 
+def check_direction_budget(program: R.ProgramOp) -> None:
+    """Refuses, before building anything, a categorical s-op that would take more residual
+    directions (one per value) than the model's size budget."""
+    for o in program.ops:
+        if isinstance(o, R.SOpOp) and o.result_type.is_categorical:
+            n = len(o.result_type.non_none_values)
+            if n > MAX_DIRECTIONS:
+                raise _fail(o, f"this categorical s-op has {n:,} values, so the model would give it {n:,} residual "
+                               f"directions (budget {MAX_DIRECTIONS:,} per s-op); make it numerical, or compute "
+                               "it from smaller s-ops")
+
+
 @dataclass(frozen=True)
 class LowerRaspToCraftPass(ModulePass):
     """Lowers every rasp op to craft blocks with exact, labelled weights (constructions: module docstring)."""
@@ -557,6 +570,7 @@ class LowerRaspToCraftPass(ModulePass):
         if not isinstance(program, R.ProgramOp):
             raise IRError(f"pass '{self.name}' works at the rasp level, but the module holds a {program.name}")
         block = program.body.block
+        check_direction_budget(program)
         patterns = [cls(self.leak) for cls in PATTERNS] + [OutputToCraftOutput()]
         PatternRewriteWalker(GreedyRewritePatternApplier(patterns)).rewrite_module(op)
         for o in reversed(list(block.ops)):

@@ -15,7 +15,7 @@ operands' values, spread over the tuple grid with numpy index arithmetic, and th
 on whole matrices (a pair where any leaf raises is outside the domain: `?`). Each root selector is
 built once, and each tuple of operands packed once, however many ops read them. Before anything is
 built, the tuple value sets and the matrix size are estimated from the operands' value sets; past
-the budget (MAX_CATEGORICAL_VALUES tuple values, MAX_PRODUCT_ENTRIES matrix entries) the selector
+the budget (MAX_DIRECTIONS tuple values, MAX_PRODUCT_ENTRIES matrix entries) the selector
 is refused at once, naming it and the size.
 
 A numerical operand is packed through a categorical copy that maps numerically equal values
@@ -45,7 +45,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import Rewriter
 
 from raspc.analysis.selectors import is_conjunction, select_matrix, selector_leaves
-from raspc.analysis.value_sets import MAX_CATEGORICAL_VALUES, infer_op, infer_program
+from raspc.analysis.value_sets import MAX_DIRECTIONS, infer_op, infer_program
 from raspc.dialects import rasp as R
 from raspc.dialects.common import InputSpec
 from raspc.errors import UnsupportedError
@@ -154,9 +154,9 @@ class ProductBuilder:
         queries = [self.axis(v, len(query_values) > 1, "query", [x for x in leaves if x.queries == v], owner)
                    for v in query_values]
         n_keys, n_queries = prod(len(a.grid) for a in keys), prod(len(a.grid) for a in queries)
-        too_many = [f"{n} {role} tuples ({_sizes(axes)}; bound {MAX_CATEGORICAL_VALUES})"
+        too_many = [f"{n} {role} tuples ({_sizes(axes)}; bound {MAX_DIRECTIONS})"
                     for n, axes, role in ((n_keys, keys, "key"), (n_queries, queries, "query"))
-                    if len(axes) > 1 and n > MAX_CATEGORICAL_VALUES]
+                    if len(axes) > 1 and n > MAX_DIRECTIONS]
         if n_keys * n_queries > MAX_PRODUCT_ENTRIES:
             too_many.append(f"a {n_queries} x {n_keys} relation (bound {MAX_PRODUCT_ENTRIES:,} entries)")
         if too_many:
