@@ -547,11 +547,12 @@ def test_progress_is_silent_for_short_work_and_shows_long_work() -> None:
     from raspc import progress
 
     stream = io.StringIO()
-    saved = progress.configure(enabled=True, delay=0.05, interval=0.0, stream=stream)
+    saved = progress.configure(enabled=True, delay=60.0, interval=0.0, stream=stream)
     try:
         with progress.task("quick", total=3) as t:
             t.step("a")
         assert stream.getvalue() == ""  # under the delay: nothing at all
+        progress.configure(delay=0.05)
         with progress.task("slow") as t:
             time.sleep(0.3)  # never steps: the timer still says it is running
         text = stream.getvalue()
