@@ -436,12 +436,22 @@ class GeneratedProgram:
                   body, ""]
         return "\n".join(lines)
 
-    def rasp_ir(self) -> str:
-        """The traced program as rasp IR text (labels numbered within this program)."""
+    def rebuilt(self, filename: str = "program.py", header: str = "") -> rasp.SOp:
+        """The program built anew by running `module_source(header)` as the file `filename`: each
+        s-op's `src` (which the IR carries) then points into that text."""
+        env: dict[str, Any] = {"__name__": filename.rsplit(".", 1)[0]}
+        exec(compile(self.module_source(header), filename, "exec"), env)  # noqa: S102 - our own text
+        return env["program"]
+
+    def rasp_ir(self, filename: str = "program.py", header: str = "") -> str:
+        """The traced program as rasp IR text, labels numbered within this program and `src` locations
+        in `module_source(header)` saved as `filename`. Raises the CompileError of a program the front
+        end refuses (value-set inference runs while tracing)."""
         from raspc.compiler import context
         from raspc.lowering.program_to_rasp import program_to_rasp
 
-        module = program_to_rasp(stable_labels(self.program), self.vocab, self.max_seq_len, "BOS", "PAD", self.causal)
+        program = stable_labels(self.rebuilt(filename, header))
+        module = program_to_rasp(program, self.vocab, self.max_seq_len, "BOS", "PAD", self.causal)
         return ir_text(module, context())
 
     def compile(self, **kwargs: Any) -> Any:
@@ -610,7 +620,8 @@ class _Generator:
         self.max_depth = max(1, knobs.max_depth)
         self.max_len_bound = max(1, knobs.seq_len[1])
         self.min_len_bound = max(1, min(knobs.seq_len[0], self.max_len_bound))
-        self.ops = frozenset(knobs.ops)
+        # "numerical" stands for the numerical s-ops some categorical choices are built from
+        self.ops = frozenset(knobs.ops) | ({"numerical"} if NUM in knobs.encodings else set())
         self.encodings = tuple(knobs.encodings)
         self.nodes: dict[str, Node] = {}
         self.order: list[str] = []
@@ -1238,7 +1249,7 @@ class _Generator:
 
 # The knob ops each choice needs, by option (a method's name, or a string); others need none.
 _NEEDS: dict[str, tuple[str, ...]] = {
-    "map_cat": ("map",), "map_num_to_cat": ("map",), "map_cat_to_num": ("map",), "map_num_to_num": ("map",),
+    "map_cat": ("map",), "map_num_to_cat": ("map", "numerical"), "map_cat_to_num": ("map",), "map_num_to_num": ("map",),
     "sequence_map": ("sequence_map",), "linear_sequence_map": ("linear_sequence_map",),
     "linear_sequence_map_cat": ("linear_sequence_map",),
     "linear_sequence_map_of_means": ("linear_sequence_map", "aggregate"), "aggregate_cat": ("aggregate",),

@@ -874,6 +874,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_tl_command(sub)
     lb = sub.add_parser("lib", help="list the library programs usable as lib:NAME")
     lb.set_defaults(func=cmd_lib, subparser=lb)
+    from raspc.cli.compile_many import add_parser as add_compile_many, cmd_compile_many
+
+    mm = add_compile_many(sub)  # raspc compile-many: datasets of compiled programs (raspc.datasets)
+    mm.set_defaults(func=cmd_compile_many, subparser=mm)
     _add_picture_commands(sub)
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     for command in sub.choices.values():  # every subcommand takes -q
