@@ -137,6 +137,42 @@ def test_sequence_map_mlp_every_pair() -> None:
             assert run_mlp(block, at_token({a[i]: 1, b[j]: 1})) == {table[i][j][0]: 1.0}
 
 
+def test_additive_sequence_map_one_discretisation_of_the_sum() -> None:
+    """length - index - 1 at max_seq_len 40: a unit per step of the sum, not per pair; every
+    pair exact in float32, and 0 at BOS."""
+    n = 40
+    a = [f"length:{k}" for k in range(1, n + 1)]
+    b = [f"indices:{k}" for k in range(n)]
+    table = [[k - i - 1 for i in range(n)] for k in range(1, n + 1)]
+    u, v = M.additive_form(table)
+    outs = sorted({x for row in table for x in row})
+    written = [[{f"opp:{x}": 1.0} for x in row] for row in table]
+    block = M.additive_sequence_map_mlp("opp", a, u, b, v, written, {"bos": 1.0})
+    assert len(block.hidden) <= 2 * len(outs) + 1 < n * n // 4
+    dirs = ["one", "bos", *a, *b]
+    out_dirs = [f"opp:{x}" for x in outs]
+    w_in = np.zeros((len(dirs), len(block.hidden)), np.float32)
+    w_out = np.zeros((len(block.hidden), len(out_dirs)), np.float32)
+    for (d, h), w in block.w_in.items():
+        w_in[dirs.index(d), block.hidden.index(h)] = w
+    for (h, d), w in block.w_out.items():
+        w_out[block.hidden.index(h), out_dirs.index(d)] = w
+    b_in = np.array([block.b_in.get(h, 0.0) for h in block.hidden], np.float32)
+    resid = np.zeros((n * n + 1, len(dirs)), np.float32)
+    resid[:, 0] = 1.0
+    for i in range(n):
+        for j in range(n):
+            resid[i * n + j, [2 + i, 2 + n + j]] = 1.0
+    resid[-1, 1] = 1.0  # BOS: `one` and `bos`, nothing else
+    y = np.maximum(resid @ w_in + b_in, 0) @ w_out
+    expected = np.zeros_like(y)
+    for i in range(n):
+        for j in range(n):
+            expected[i * n + j, outs.index(table[i][j])] = 1.0
+    np.testing.assert_array_equal(y, expected)
+    assert M.additive_form([[0, 1], [1, 3]]) is None  # not a sum of a function of each
+
+
 def test_linear_mlp_both_signs() -> None:
     block = M.linear_mlp("l", {"x": 2.0, "y": -0.5}, {"x": (True, True), "y": (True, False)}, "l", {})
     for x, y in [(1.0, 3.0), (-2.0, 0.5), (0.25, 0.0)]:

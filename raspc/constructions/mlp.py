@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -184,6 +184,45 @@ def sequence_map_mlp(label: str, a_dirs: Sequence[str], b_dirs: Sequence[str],
     return mlp.finish(bos_content)
 
 
+def additive_form(table: Sequence[Sequence[Any]]) -> tuple[list[float], list[float]] | None:
+    """(u, v) with table[i][j] == u[i] + v[j] exactly in float64 for every entry (numbers only), or
+    None: a function of two s-ops that is a sum of a function of each."""
+    try:
+        t = np.array([[float(x) for x in row] for row in table], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if t.size == 0 or not np.all(np.isfinite(t)):
+        return None
+    u = t[:, 0]
+    v = t[0, :] - t[0, 0]
+    if not np.array_equal(u[:, None] + v[None, :], t):
+        return None
+    return u.tolist(), v.tolist()
+
+
+def additive_sequence_map_mlp(label: str, a_dirs: Sequence[str], u: Sequence[float], b_dirs: Sequence[str],
+                              v: Sequence[float], outputs: Sequence[Sequence[Mapping[str, float]]],
+                              bos_content: Mapping[str, float]) -> MlpBlock:
+    """f(a, b) = g(u(a) + v(b)) of two one-hot s-ops (never None): the sum is a linear form of
+    their directions, so one discretisation of it (two units per step of g) replaces a unit per
+    (value, output) pair. `outputs[i][j]` is what (a_dirs[i], b_dirs[j]) writes; pairs with the
+    same sum must write the same. Refused (UnsupportedError) where float32 cannot separate sums
+    that map differently; the caller then falls back to sequence_map_mlp."""
+    by_sum: dict[float, Mapping[str, float]] = {}
+    for i, ui in enumerate(u):
+        for j, vj in enumerate(v):
+            s_ij = ui + vj
+            seen = by_sum.setdefault(s_ij, outputs[i][j])
+            if not _same_output(seen, outputs[i][j]):
+                raise UnsupportedError(f"'{label}': pairs with the same sum {s_ij!r} map differently")
+    xs = sorted(by_sum)
+    form = {**{d: w for d, w in zip(a_dirs, u)}, **{d: w for d, w in zip(b_dirs, v)}}
+    noise = RELATIVE_NOISE * (max(map(abs, u), default=0.0) + max(map(abs, v), default=0.0))
+    mlp = MlpBuilder(label)
+    add_discretisation(mlp, f"{label}.sum", xs, [by_sum[x] for x in xs], noise, x_form=form)
+    return mlp.finish(bos_content)
+
+
 def tuple_mlp(label: str, parts: Sequence[tuple[Sequence[str], bool]], tuples: Sequence[Sequence[int | None]],
               out_dirs: Sequence[str], bos_content: Mapping[str, float]) -> MlpBlock:
     """The tuple of k categorical s-ops: one unit per tuple, relu(sum of its parts' indicators - (k - 1)).
@@ -212,12 +251,14 @@ Gate = tuple[Sequence[str], float]  # directions that sum to exactly 0 or 1, and
 
 
 def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: Mapping[str, float], tag: str,
-                  noise: Noise, gate: Gate | None = None, falling: bool = False) -> None:
+                  noise: Noise, gate: Gate | None = None, falling: bool = False,
+                  x_form: Mapping[str, float] | None = None) -> None:
     """Adds delta_out * clamp((x - t0) / (t1 - t0), 0, 1) with t0, t1 a quarter of the gap inside
     [lo, hi]: exactly 0 near lo and exactly delta_out near hi, so noise of up to a quarter gap in x
     never reaches the output. `falling` adds -delta_out * clamp((t1 - x) / (t1 - t0), 0, 1)
     instead: the same step, but 0 right of the gap rather than left of it. With `gate = (gs, M)`
-    the ramp is shifted down by M(1 - sum of gs): off unless the gate directions sum to 1."""
+    the ramp is shifted down by M(1 - sum of gs): off unless the gate directions sum to 1. With
+    `x_form`, x is not a direction but the linear form sum(w * direction) (x_dir only names it)."""
     flo, fhi = simple_fraction(lo), simple_fraction(hi)
     if callable(noise):
         noise = noise(lo, hi)
@@ -228,12 +269,13 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
         )
     t0, t1 = flo + (fhi - flo) / 4, fhi - (fhi - flo) / 4
     slope = 1 / (t1 - t0)
+    form = {x_dir: 1.0} if x_form is None else x_form
     if falling:
-        inputs = {x_dir: float(-slope)}
+        inputs = {d: float(-slope * w) for d, w in form.items()}
         bias0, bias1 = float(t1 * slope), float(t0 * slope)
         delta_out = {k: -v for k, v in delta_out.items()}
     else:
-        inputs = {x_dir: float(slope)}
+        inputs = {d: float(slope * w) for d, w in form.items()}
         bias0, bias1 = float(-t0 * slope), float(-t1 * slope)
     if gate is not None:
         gs, m = gate
@@ -302,7 +344,8 @@ def plan_discretisation(xs: Sequence[float], outputs: Sequence[Mapping[str, floa
 
 
 def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
-                       noise: Noise, tag: str = "", gate: Gate | None = None) -> None:
+                       noise: Noise, tag: str = "", gate: Gate | None = None,
+                       x_form: Mapping[str, float] | None = None) -> None:
     """Units equal to outputs[i] at x = xs[i] (xs strictly ascending): the output at the plan's
     pivot as a constant plus a ramp wherever the output changes. Ungated, the constant becomes an
     output bias. Refused when float32 rounding could move the output by more than DISCRETISATION_LIMIT."""
@@ -314,7 +357,7 @@ def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs
         mlp.neuron(f"{tag}base", {g: 1.0 for g in gate[0]}, 0.0, base)
     for i, delta in _steps(outputs):
         _step_neurons(mlp, x_dir, float(xs[i]), float(xs[i + 1]), delta, f"{tag}{i}", noise, gate,
-                      falling=i < plan.pivot)
+                      falling=i < plan.pivot, x_form=x_form)
     if plan.error > DISCRETISATION_LIMIT:
         sizes = sorted({abs(v) for o in outputs for v in o.values() if v}) or [0.0]
         if plan.cancelling_error >= plan.error and sizes[-1] > 2 * sizes[0]:
@@ -415,6 +458,7 @@ def mean_type_mlp(label: str, gates: Sequence[Sequence[str]], share_dir: str, wi
 
 __all__ = [
     "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
+    "additive_form", "additive_sequence_map_mlp",
     "add_discretisation", "DiscretisationPlan", "plan_discretisation", "output_runs", "noise_of", "exact_value_noise",
     "linear_mlp", "affine_fit", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
     "RELATIVE_NOISE", "OUTPUT_PRECISION", "DISCRETISATION_LIMIT",

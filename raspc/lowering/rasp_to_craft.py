@@ -282,10 +282,38 @@ class SequenceMapToMlp(_Lowering):
             return None if float(out) == 0.0 else (out_dirs[0], float(out))
 
         outputs = [[output(a, b) for b in b_vals] for a in a_vals]
-        block = M.sequence_map_mlp(op.label_str, C.space_labels(x), C.space_labels(y), outputs,
-                                   out_t.is_categorical, bos)
+        block = self._additive(op, x, y, outputs, bos)
+        if block is None:
+            block = M.sequence_map_mlp(op.label_str, C.space_labels(x), C.space_labels(y), outputs,
+                                       out_t.is_categorical, bos)
         mlp = self.mlp_op(block, [x, y], out_space, op)
         self.replace(rewriter, op, [mlp], mlp.res)
+
+
+    @staticmethod
+    def _additive(op: R.SequenceMapOp, x: SSAValue, y: SSAValue, outputs: list[list[tuple[str, float] | None]],
+                  bos: dict[str, float]) -> M.MlpBlock | None:
+        """f(a, b) = g(u(a) + v(b)) (x + y - 1, length - index...) as one discretisation of the
+        sum, when that takes far fewer units than one per pair (|a| x |b| at scale), and neither
+        operand can be None (a None operand has no direction, so the sum would be wrong)."""
+        a_t, b_t = R.sop_type(op.fst), R.sop_type(op.snd)
+        if a_t.may_be_none or b_t.may_be_none:
+            return None
+        table = [[op.fn.get(a, b) for b in b_t.non_none_values] for a in a_t.non_none_values]
+        if any(not found or out is None or not is_number(out) for row in table for found, out in row):
+            return None
+        form = M.additive_form([[out for _, out in row] for row in table])
+        if form is None:
+            return None
+        u, v = form
+        n_sums = len({ui + vj for ui in u for vj in v})
+        if 4 * n_sums > len(u) * len(v):  # the pairwise units are about as few: keep them
+            return None
+        written = [[{} if o is None else {o[0]: o[1]} for o in row] for row in outputs]
+        try:
+            return M.additive_sequence_map_mlp(op.label_str, C.space_labels(x), u, C.space_labels(y), v, written, bos)
+        except UnsupportedError:  # sums float32 cannot separate: the pairwise units are exact
+            return None
 
 
 class LinearSequenceMapToMlp(_Lowering):

@@ -154,7 +154,7 @@ class SplitLexicographicWidth(RewritePattern):
         width.res.name_hint = op.res.name_hint
         rewriter.insert_op(width)
         infer_op(width, self.spec)
-        rewriter.replace_op(op, [], [width.res])
+        rewriter.replace(op, [], [width.res])
 
 
 @dataclass(frozen=True)
