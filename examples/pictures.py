@@ -33,7 +33,7 @@ else:
     with Browser() as browser:
         shot = browser.open(page, width=1280, height=900)
         shot.click('#program-svg .node[data-label="sort"]')
-        shot.evaluate("window.scrollTo(0, 0)")
+        shot.evaluate("window.scrollTo(0, 0); document.getElementById('program-graph').scrollTop = 0")
         shot.screenshot(out / "report.png")
         shot.evaluate("document.getElementById('sec-residual').scrollIntoView()")
         shot.screenshot(out / "report_heads.png")

@@ -4,7 +4,7 @@
     plot_model(ModelView.load("sort.onnx"), "sort.png", ["BOS", 3, 1, 2])
 
 One figure: the residual stream at every layer boundary (rows: named directions grouped by s-op,
-with the s-op's name beside each group; columns: positions and their tokens), then every head's
+each row coloured relative to its own largest value; columns: positions and their tokens), then every head's
 attention pattern (query rows, key columns, both labelled with the tokens). Directions that are
 zero at every boundary on this input are left out, so a 4,000-dim model shows what is active;
 past `MAX_ROWS` rows each s-op becomes one row holding its strongest direction.
@@ -82,17 +82,21 @@ def plot_model(view: ModelView, path: str, tokens: Sequence[Any] | None = None, 
     height = res_h + head_h * head_rows + 1.5
     fig = plt.figure(figsize=(width, height), dpi=dpi)
     title = f"{view.title}: input {' '.join(_token(t) for t in act.tokens[1:])} -> output " \
-            f"{' '.join(_token(v) for v in act.decoded[1:])}"
+            f"{' '.join(_token(v) for v in act.decoded[1:])}" + \
+            ("   (residual rows: blue positive, red negative, each row scaled to its largest value)"
+             if show_residual else "")
     fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.15 / height, ha="left", va="top")
     outer = fig.add_gridspec(2, 1, height_ratios=[max(res_h, 1e-3), max(head_h * head_rows, 1e-3)], hspace=0.35,
                              top=1 - 0.75 / height, bottom=0.75 / height, left=label_w / width, right=0.99)
 
     if show_residual and len(labels):
-        scale = float(np.abs(values).max()) or 1.0
+        # each row scaled to its own largest magnitude: a one-hot 1 stays as dark as a count of 4
+        row_scale = np.abs(values).max(axis=(0, 2))
+        scaled = values / np.where(row_scale > 0, row_scale, 1.0)[None, :, None]
         grid = outer[0].subgridspec(1, len(names), wspace=0.08)
         for i, name in enumerate(names):
             ax = fig.add_subplot(grid[0, i])
-            ax.imshow(values[i], cmap="RdBu", vmin=-scale, vmax=scale, aspect="auto", interpolation="nearest")
+            ax.imshow(scaled[i], cmap="RdBu", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
             ax.set_title(name, fontsize=9)
             ax.set_xticks(range(n_pos), positions, rotation=90, fontsize=7.5)
             ax.set_yticks(range(len(labels)), labels if i == 0 else [], fontsize=7.5)
