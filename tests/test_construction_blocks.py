@@ -267,3 +267,26 @@ def test_no_weight_leaks_so_large_defaults_stay_out_of_selected_positions() -> N
     keys = [bos] + [{"one": 1.0, "k:x": 1.0}] * 8
     out = run_head(head, [bos, {"one": 1.0, "q:x": 1.0}], keys, [{"bos": 1.0}] + [{"v": 1.0}] * 8)[1]
     assert out["out"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_factor_bilinear_is_exact_and_as_small_as_the_distinct_rows_or_columns(seed: int) -> None:
+    from raspc.dialects import craft as C
+    from raspc.lowering.craft_to_tensor import factor_bilinear
+
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 3, (6, 7)).astype(float)  # a few distinct rows, repeated
+    w = rows[rng.integers(0, 6, 9)]
+    w[rng.integers(0, 9)] = 0.0  # an all-zero row takes no class
+    row_labels, col_labels = [f"q:{i}" for i in range(9)], [f"k:{j}" for j in range(7)]
+    attr = C.SparseMatrixAttr.from_dict({(row_labels[i], col_labels[j]): w[i, j]
+                                         for i in range(9) for j in range(7) if w[i, j]})
+    index = {label: i for i, label in enumerate(reversed(row_labels + col_labels))}  # any residual order
+    a, b = factor_bilinear(attr, index, len(index))
+    dense = np.zeros((len(index), len(index)))
+    for i, r in enumerate(row_labels):
+        for j, c in enumerate(col_labels):
+            dense[index[r], index[c]] = w[i, j]
+    np.testing.assert_array_equal(a.astype(np.float64) @ b.T.astype(np.float64), dense)
+    distinct = lambda m: len({tuple(x) for x in m if x.any()})  # noqa: E731
+    assert a.shape[1] == min(distinct(w), distinct(w.T))

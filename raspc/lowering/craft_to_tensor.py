@@ -2,8 +2,9 @@
 
 Needs `layer` on every block (allocate-layers) and the model's `residual` (layout-residual).
 Each head's W_QK (query directions x key directions) is factored exactly, without SVD:
-W_Q selects the smaller side's directions and W_K carries the table (or the other way round),
-so the head size is min(#query directions, #key directions); W_OV likewise. Heads keep their
+W_Q selects a class of identical query rows and W_K carries each class's row of the table (or
+the other way round, with key columns), so the head size is the number of distinct rows or
+columns, whichever is smaller (at most min(#query directions, #key directions)); W_OV likewise. Heads keep their
 own size and their own scale. A layer's MLP blocks are concatenated into one MLP.
 """
 
@@ -27,23 +28,50 @@ from raspc.utils.naming import ssa_name
 
 
 def factor_bilinear(weights: C.SparseMatrixAttr, index: dict[str, int], d_model: int) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B) with A @ B.T == W as a d_model x d_model matrix; inner size min(#rows, #cols)."""
-    r_local, c_local, vals = weights.arrays
+    """(A, B) with A @ B.T == W as a d_model x d_model matrix, exactly: A selects a class of
+    identical rows of W (all-zero rows in none) and B holds each class's row, or the same with
+    columns, whichever has fewer classes. The inner size is that count: a select whose every
+    query row is the same (TRUE, a constant comparison) needs one, not one per query value."""
+    _, _, vals = weights.arrays
     if not vals.size:
         return np.zeros((d_model, 0), np.float32), np.zeros((d_model, 0), np.float32)
-    # the labels used, in residual order: a sort of the (few) labels, not of the (many) entries
     r_res = np.array([index[x] for x in weights.row_labels], np.int64)
     c_res = np.array([index[x] for x in weights.col_labels], np.int64)
-    r_order, c_order = np.argsort(r_res), np.argsort(c_res)
-    r_rank, c_rank = np.empty_like(r_order), np.empty_like(c_order)
-    r_rank[r_order], c_rank[c_order] = np.arange(len(r_order)), np.arange(len(c_order))
-    if len(r_res) <= len(c_res):
-        a = np.zeros((d_model, len(r_res)), np.float32)
-        a[r_res[r_order], np.arange(len(r_res))] = 1.0
-        return a, _scatter(c_res[c_local], r_rank[r_local], vals, (d_model, len(r_res)))
-    b = np.zeros((d_model, len(c_res)), np.float32)
-    b[c_res[c_order], np.arange(len(c_res))] = 1.0
-    return _scatter(r_res[r_local], c_rank[c_local], vals, (d_model, len(c_res))), b
+    w = weights.dense({x: i for i, x in enumerate(weights.row_labels)}, len(r_res),
+                      {x: j for j, x in enumerate(weights.col_labels)}, len(c_res))
+    # residual order, so classes are numbered the same way whatever order the labels came in
+    r_order, c_order = np.argsort(r_res, kind="stable"), np.argsort(c_res, kind="stable")
+    w, r_res, c_res = w[r_order][:, c_order], r_res[r_order], c_res[c_order]
+    row_class, row_first = _classes(w)
+    col_class, col_first = _classes(w.T)
+    if len(row_first) <= len(col_first):
+        a = np.zeros((d_model, len(row_first)), np.float32)
+        live = row_class >= 0
+        a[r_res[live], row_class[live]] = 1.0
+        b = np.zeros((d_model, len(row_first)), np.float32)
+        b[c_res, :] = w[row_first, :].T
+        return a, b
+    b = np.zeros((d_model, len(col_first)), np.float32)
+    live = col_class >= 0
+    b[c_res[live], col_class[live]] = 1.0
+    a = np.zeros((d_model, len(col_first)), np.float32)
+    a[r_res, :] = w[:, col_first]
+    return a, b
+
+
+def _classes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of m, its class of identical rows (-1 for an all-zero row), and each class's
+    first row (classes numbered in order of first appearance)."""
+    row_class = np.full(len(m), -1, np.int64)
+    classes: dict[bytes, int] = {}
+    firsts: list[int] = []
+    for i in np.flatnonzero(np.any(m != 0, axis=1)):
+        key = m[i].tobytes()
+        if key not in classes:
+            classes[key] = len(firsts)
+            firsts.append(int(i))
+        row_class[i] = classes[key]
+    return row_class, np.array(firsts, np.int64)
 
 
 def _scatter(i: np.ndarray, j: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

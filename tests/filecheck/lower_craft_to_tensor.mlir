@@ -1,6 +1,7 @@
 // RUN: raspc-opt %s -p lower-craft-to-tensor | filecheck %s
 
-// Dense weights per layer: each head factored exactly (head size min(#query, #key) directions), MLPs of a layer side by side.
+// Dense weights per layer: each head factored exactly (head size: distinct query rows or key columns of its
+// table, whichever are fewer), MLPs of a layer side by side.
 builtin.module {
   craft.model<vocab = ["a", "b"], bos = "BOS", pad = "PAD", max_seq_len = 3, causal = false> attributes {layers = 3 : i64, residual = ["one", "bos", "tokens:a", "tokens:b", "indices:0", "indices:1", "indices:2", "length:1", "length:2", "length:3", "length.bos_share", "opp:-2", "opp:-1", "opp:0", "opp:1", "opp:2", "reverse:a", "reverse:b"]} {
     %one = craft.embed {source = "one"} : !craft.num<"one">
@@ -18,7 +19,8 @@ builtin.module {
 
 // CHECK:      tensor.model<vocab = ["a", "b"], bos = "BOS", pad = "PAD", max_seq_len = 3, causal = false> attributes {residual = ["one", "bos",
 // CHECK:      %resid0 = tensor.embed {{.*}} : tensor<?x?x18xf32>
-// CHECK:      %L0_length.attn = tensor.attention_head %resid0 {label = "length.attn", layer = 0 : i64, w_q = dense<{{.*}}> : tensor<18x3xf32>
+// A TRUE select: every token query row is the same, so one class for them and one for `one` (head size 2, not 3).
+// CHECK:      %L0_length.attn = tensor.attention_head %resid0 {label = "length.attn", layer = 0 : i64, w_q = dense<{{.*}}> : tensor<18x2xf32>
 // CHECK:      %resid0_attn = tensor.add %resid0, %L0_length.attn
 // CHECK:      %L0_mlp = tensor.mlp %resid0_attn {label = "length", layer = 0 : i64
 // CHECK:      %L1_mlp = tensor.mlp {{.*}} {label = "opp", layer = 1 : i64
