@@ -37,6 +37,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
+from raspc import progress
 from raspc.analysis.selectors import is_conjunction, operand_matrix, selector_leaves, width_bounds
 from raspc.analysis.value_sets import MAX_DIRECTIONS
 from raspc.constructions import attention as A
@@ -107,6 +108,7 @@ class _Lowering(RewritePattern):
     leak: float
 
     def replace(self, rewriter: PatternRewriter, op: R.SOpOp, new_ops: Sequence[Operation], result: SSAValue) -> None:
+        progress.note(f"lower-rasp-to-craft: built '{op.label_str}'")  # long compiles say where they are
         result.name_hint = op.res.name_hint
         cast = UnrealizedConversionCastOp(operands=(result,), result_types=(op.res.type,))
         cast.results[0].name_hint = op.res.name_hint
