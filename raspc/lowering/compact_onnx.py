@@ -33,7 +33,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from raspc.dialects import tensor as T
-from raspc.dialects.tensor import NONE_THRESHOLD
+from raspc.dialects.tensor import MASK_VALUE, NONE_THRESHOLD
 from raspc.lowering.tensor_to_onnx import (
     DEFAULT_NAME,
     INPUT,
@@ -41,7 +41,6 @@ from raspc.lowering.tensor_to_onnx import (
     OPSET,
     OUTPUT,
     RESIDUAL,
-    _emit_mask,
     _GraphBuilder,
     _metadata,
     _model_doc,
@@ -277,18 +276,34 @@ def _project(g: _GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
 
 
 
+def _emit_static_mask(g: _GraphBuilder, seq_len_1d: str, n_positions: int) -> str:
+    """The dense graph's additive mask in fewer nodes: its position part (future keys when causal,
+    else every key but BOS for the BOS query) is a constant cut to [T, T]; PAD keys are added."""
+    spec = g.model.spec
+    q, k = np.arange(n_positions)[:, None], np.arange(n_positions)[None, :]
+    hidden = (k > q) if spec.causal else ((q == 0) & (k > 0))
+    static = g.init("mask.positions", np.where(hidden, MASK_VALUE, 0.0).astype(np.float32))
+    ends = g.node("Concat", [seq_len_1d, seq_len_1d], "mask.ends", axis=0)
+    zeros = g.init("mask.starts", np.array([0, 0], dtype=np.int64))
+    square = g.node("Slice", [static, zeros, ends], "mask.square")  # [T, T]
+    is_pad = g.node("Equal", [INPUT, g.init("const.pad_id", _scalar(spec.pad_id, np.int64))], "mask.key_is_pad")
+    pad_keys = g.node("Unsqueeze", [is_pad, g.init("const.axes_1", np.array([1], dtype=np.int64))],
+                      "mask.key_is_pad_b1t")  # [B, 1, T]
+    c_mask = g.init("const.mask_value", _scalar(MASK_VALUE, np.float32))
+    return g.node("Where", [pad_keys, c_mask, square], "mask")
+
+
 def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
     g = b.g
     tok = T.dense_to_numpy(embed.token_embedding)
     pos = T.dense_to_numpy(embed.position_embedding)
     c_zero = g.init("const.zero_i64", _scalar(0, np.int64))
-    c_one = g.init("const.one_i64", _scalar(1, np.int64))
-    c_axes0 = g.init("const.axes_0", np.array([0], dtype=np.int64))
     seq_len_1d = g.node("Shape", [INPUT], "seq_len_1d", start=1, end=2)
-    seq_len = g.node("Squeeze", [seq_len_1d, c_axes0], "seq_len")
-    positions = g.node("Range", [c_zero, seq_len, c_one], "positions")
+    c_start = g.init("const.start_0", np.array([0], dtype=np.int64))
+    positions = g.node("Slice", [g.init("const.positions", np.arange(len(pos), dtype=np.int64)), c_start,
+                                 seq_len_1d], "positions")
     if g.model.heads:
-        g.mask = _emit_mask(g, positions, c_zero, c_axes0)
+        g.mask = _emit_static_mask(g, seq_len_1d, len(pos))
     stream = _Stream()
     tok_segs = b.part.covering(_nonzero_cols(tok))
     pos_segs = b.part.covering(_nonzero_cols(pos))
