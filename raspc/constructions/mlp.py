@@ -340,6 +340,18 @@ def plan_discretisation(xs: Sequence[float], outputs: Sequence[Mapping[str, floa
             candidate = p, *bound(p)
             if candidate[1] < best[1] / 2:
                 best = candidate
+        # Each output direction only adds the ramps of the steps that change it (a categorical
+        # output: two per direction), so its rounding is bounded by those ramps alone, wherever
+        # the pivot is. For one direction (a number) this is never tighter than the bound above.
+        through_d: dict[str, float] = {}
+        offset_d: dict[str, float] = {}
+        for i, delta in steps:
+            for d, v in delta.items():
+                through_d[d] = through_d.get(d, 0.0) + abs(v) * slope[i]
+                offset_d[d] = offset_d.get(d, 0.0) + abs(v) * slope[i] * reach[i]
+        widest = float(np.abs(x).max(initial=0.0))
+        per_direction = 2.0**-22 * max((through_d[d] * widest + offset_d[d] for d in through_d), default=0.0)
+        best = (best[0], min(best[1], per_direction), best[2])
     return DiscretisationPlan(*best)
 
 
