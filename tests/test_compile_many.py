@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import sys
 import textwrap
@@ -25,8 +24,11 @@ RANDOM = "random:seed=3,n=14,max_seq_len=4-8"
 
 def _files(out: Path) -> dict[str, bytes]:
     """Every file that must be byte-identical between runs (timings and the journal vary)."""
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in ("timings.jsonl", "journal.jsonl")}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in ("timings.jsonl", "journal.jsonl")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,8 @@ def test_models_answer_like_the_stored_source(random_ds) -> None:
             numerical = r["output_encoding"] == "numerical"
             if all(w is not None or g is None for w, g in zip(want, got)):
                 checked += all(same_result(w, g, numerical) for w, g in zip(want, got)) or pytest.fail(
-                    f"{r['id']} on {xs}: {got} != {want}")
+                    f"{r['id']} on {xs}: {got} != {want}"
+                )
     assert checked >= 5
 
 
@@ -166,7 +169,10 @@ def test_library_set_with_weights(tmp_path: Path) -> None:
     assert rasp.evaluate(env["program"], ["a", "b", "a"]) == [2, 1, 2]
     st = pytest.importorskip("safetensors.numpy", reason="reading safetensors needs the [datasets] extra")
     weights = st.load_file(str(tmp_path / rows[1]["weights_file"]))
-    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / rows[1]["onnx_file"])).graph.initializer}
+    inits = {
+        i.name: numpy_helper.to_array(i)
+        for i in onnx.load(str(tmp_path / rows[1]["onnx_file"])).graph.initializer
+    }
     assert (weights["embed.token"] == inits["token_embedding"]).all()
     heads = [k for k in weights if k.endswith(".W_Q")]
     assert len(heads) == rows[1]["heads"]
@@ -196,37 +202,56 @@ def test_python_files_mlir_and_directories(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "many.py").write_text(PROGRAM_FILE)
-    (src / "gen.py").write_text(textwrap.dedent("""
+    (src / "gen.py").write_text(
+        textwrap.dedent("""
         from raspc import rasp
         def programs():
             for n in (3, 5):
                 yield f"len{n}", (rasp.length, ["x"], n)
-    """))
+    """)
+    )
     (src / "one.py").write_text(random_program(0, 1).module_source())
     (src / "traced.mlir").write_text(random_program(0, 0).rasp_ir())
     summary = compile_many(str(src), str(tmp_path / "out"), progress=False)
     rows = {r["id"]: r for r in read_index(tmp_path / "out")}
-    assert list(rows) == ["gen-len3", "gen-len5", "many-copy", "many-count", "many-causal_prev",
-                          "many-ignores_input", "one", "traced"]
+    assert list(rows) == [
+        "gen-len3",
+        "gen-len5",
+        "many-copy",
+        "many-count",
+        "many-causal_prev",
+        "many-ignores_input",
+        "one",
+        "traced",
+    ]
     assert rows["many-count"]["max_seq_len"] == 5 and json.loads(rows["many-count"]["vocab"]) == [1, 2, 3]
     assert rows["many-causal_prev"]["causal"] is True and rows["many-causal_prev"]["status"] == "compiled"
     assert rows["many-ignores_input"]["status"] == "refused"
-    assert rows["traced"]["status"] == "compiled" and rows["traced"]["rasp_ir"] == (src / "traced.mlir").read_text()
-    assert rows["one"]["source"] == (src / "one.py").read_text() and rows["one"]["status"] in ("compiled", "refused")
+    assert (
+        rows["traced"]["status"] == "compiled"
+        and rows["traced"]["rasp_ir"] == (src / "traced.mlir").read_text()
+    )
+    assert rows["one"]["source"] == (src / "one.py").read_text() and rows["one"]["status"] in (
+        "compiled",
+        "refused",
+    )
     assert summary.counts["compiled"] == sum(r["status"] == "compiled" for r in rows.values()) >= 6
     only = compile_many(f"{src / 'gen.py'}:programs", str(tmp_path / "gen"), progress=False)
     assert only.programs == 2
 
 
-@pytest.mark.parametrize("source, message", [
-    ("random:seed=0", "number of programs"),
-    ("random:seed=0,n=3,depth=x", "depth must be an integer"),
-    ("random:n=3,colour=red", "unknown key 'colour'"),
-    ("random:n=3,ops=map+loop", "unknown ops 'loop'"),
-    ("lib:make_nothing", "unknown library program"),
-    ("nothing.py", "does not exist"),
-    ("nothing.txt", "cannot read SOURCE"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("random:seed=0", "number of programs"),
+        ("random:seed=0,n=3,depth=x", "depth must be an integer"),
+        ("random:n=3,colour=red", "unknown key 'colour'"),
+        ("random:n=3,ops=map+loop", "unknown ops 'loop'"),
+        ("lib:make_nothing", "unknown library program"),
+        ("nothing.py", "does not exist"),
+        ("nothing.txt", "cannot read SOURCE"),
+    ],
+)
 def test_bad_sources_are_typed_errors(source: str, message: str) -> None:
     with pytest.raises(RaspcError, match=message):
         parse_source(source)
@@ -256,21 +281,32 @@ PROGRAMS = {
     "fast": rasp.Map(lambda x: x, rasp.tokens),
     "sleepy": rasp.Map(sleepy, rasp.tokens),
     "stubborn": rasp.Map(stubborn, rasp.tokens),
-    "big": (rasp.Map(lambda x: x + 1, rasp.tokens), list(range(1000)), 4),
+    "big": (rasp.Map(lambda x: x + 1, rasp.tokens), list(range(2000)), 4),
 }
 """
 
 
 def test_time_budget_and_memory_guard(tmp_path: Path) -> None:
     (tmp_path / "slow.py").write_text(SLOW_FILE)
-    summary = compile_many(str(tmp_path / "slow.py"), str(tmp_path / "out"), time_budget=1.0, memory_limit_mb=60,
-                           progress=False)
+    summary = compile_many(
+        str(tmp_path / "slow.py"), str(tmp_path / "out"), time_budget=1.0, memory_limit_mb=60, progress=False
+    )
     status = {r["id"]: r["status"] for r in read_index(tmp_path / "out")}
-    assert status == {"slow-fast": "compiled", "slow-sleepy": "timeout", "slow-stubborn": "timeout",
-                      "slow-big": "memory"}
+    assert status == {
+        "slow-fast": "compiled",
+        "slow-sleepy": "timeout",
+        "slow-stubborn": "timeout",
+        "slow-big": "memory",
+    }
     assert summary.seconds < 20
-    again = compile_many(str(tmp_path / "slow.py"), str(tmp_path / "out"), time_budget=10, memory_limit_mb=0,
-                         retry=("memory",), progress=False)
+    again = compile_many(
+        str(tmp_path / "slow.py"),
+        str(tmp_path / "out"),
+        time_budget=10,
+        memory_limit_mb=0,
+        retry=("memory",),
+        progress=False,
+    )
     assert again.compiled_now == 1 and again.counts["compiled"] == 2
 
 
@@ -288,11 +324,14 @@ def test_cli_progress_summary_and_rerun(tmp_path: Path, capsys: pytest.CaptureFi
     assert "this run: 0 programs" in captured.out and "6 already done" in captured.out and captured.err == ""
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["compile-many", "random:seed=0", "-o", "X"], "raspc: error: random: give the number of programs"),
-    (["compile-many", "lib:*", "-o", "X", "--time-budget", "-1"], "raspc: error: the time budget"),
-    (["compile-many", "lib:*", "-o", "X", "--backend", "ray"], "raspc: error: the ray backend needs Ray"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compile-many", "random:seed=0", "-o", "X"], "raspc: error: random: give the number of programs"),
+        (["compile-many", "lib:*", "-o", "X", "--time-budget", "-1"], "raspc: error: the time budget"),
+        (["compile-many", "lib:*", "-o", "X", "--backend", "ray"], "raspc: error: the ray backend needs Ray"),
+    ],
+)
 def test_cli_errors_are_one_line(argv: list[str], message: str, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
@@ -308,7 +347,9 @@ def test_cli_errors_are_one_line(argv: list[str], message: str, tmp_path: Path, 
 def test_ray_backend_gives_the_same_dataset_under_the_same_guards(random_ds, tmp_path: Path) -> None:
     """One local Ray instance (one test, so one pytest-xdist worker starts it): the same index and
     the same ONNX bytes as local processes, and the same time budget and memory guard."""
-    ray = pytest.importorskip("ray", reason="the Ray backend needs the [ray] extra (pip install 'raspc[ray]')")
+    ray = pytest.importorskip(
+        "ray", reason="the Ray backend needs the [ray] extra (pip install 'raspc[ray]')"
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         out, _ = random_ds
@@ -317,9 +358,17 @@ def test_ray_backend_gives_the_same_dataset_under_the_same_guards(random_ds, tmp
         assert _files(tmp_path / "ray") == _files(out)
         assert ray.is_initialized()  # a Ray instance the caller started is left running
 
-        (tmp_path / "slow.py").write_text(SLOW_FILE.replace('"stubborn": rasp.Map(stubborn, rasp.tokens),', ""))
-        compile_many(str(tmp_path / "slow.py"), str(tmp_path / "slow"), backend="ray", time_budget=1.0,
-                     memory_limit_mb=60, progress=False)
+        (tmp_path / "slow.py").write_text(
+            SLOW_FILE.replace('"stubborn": rasp.Map(stubborn, rasp.tokens),', "")
+        )
+        compile_many(
+            str(tmp_path / "slow.py"),
+            str(tmp_path / "slow"),
+            backend="ray",
+            time_budget=1.0,
+            memory_limit_mb=60,
+            progress=False,
+        )
         status = {r["id"]: r["status"] for r in read_index(tmp_path / "slow")}
         assert status == {"slow-fast": "compiled", "slow-sleepy": "timeout", "slow-big": "memory"}
     finally:

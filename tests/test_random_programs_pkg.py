@@ -40,8 +40,9 @@ def _same_answers(a: rasp.SOp, b: rasp.SOp, xs: list) -> None:
             rasp.evaluate(b, xs)
         return
     got = rasp.evaluate(b, xs)
-    assert [identity(normalize(v)) if v is not None else None for v in got] == \
-        [identity(normalize(v)) if v is not None else None for v in want]
+    assert [identity(normalize(v)) if v is not None else None for v in got] == [
+        identity(normalize(v)) if v is not None else None for v in want
+    ]
 
 
 def test_same_seed_and_index_same_program_in_any_order() -> None:
@@ -56,14 +57,19 @@ def test_same_seed_and_index_same_program_in_any_order() -> None:
 
 def test_same_program_and_ir_in_another_process() -> None:
     """Different hash seeds, a fresh interpreter: the same text and the same rasp IR (labels too)."""
-    code = ("from raspc.random_programs import Knobs, random_program\n"
-            "gp = random_program(3, 5, Knobs(seq_len=(4, 16)))\n"
-            "import sys; sys.stdout.write(gp.module_source() + '\\x00' + gp.rasp_ir())\n")
+    code = (
+        "from raspc.random_programs import Knobs, random_program\n"
+        "gp = random_program(3, 5, Knobs(seq_len=(4, 16)))\n"
+        "import sys; sys.stdout.write(gp.module_source() + '\\x00' + gp.rasp_ir())\n"
+    )
     outs = []
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        outs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                   check=True).stdout)
+        outs.append(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
     here = random_program(3, 5, Knobs(seq_len=(4, 16)))
     random_program(3, 6)  # labels do not depend on what the process built before
     assert outs[0] == outs[1] == here.module_source() + "\x00" + here.rasp_ir()
@@ -110,7 +116,9 @@ def _programs(knobs: Knobs, n: int = 60) -> list[GeneratedProgram]:
 
 def test_knobs_narrow_the_programs() -> None:
     cat_only = _programs(Knobs(encodings=("categorical",)))
-    assert not any(rasp.is_numerical(e) for gp in cat_only for e in _sub_exprs(gp.program) if isinstance(e, rasp.SOp))
+    assert not any(
+        rasp.is_numerical(e) for gp in cat_only for e in _sub_exprs(gp.program) if isinstance(e, rasp.SOp)
+    )
 
     num_out = _programs(Knobs(encodings=("numerical",)))
     assert sum(rasp.is_numerical(gp.program) for gp in num_out) >= 0.9 * len(num_out)
@@ -118,8 +126,16 @@ def test_knobs_narrow_the_programs() -> None:
     few_ops = _programs(Knobs(ops=("map", "aggregate")))
     kinds = {type(e) for gp in few_ops for e in _sub_exprs(gp.program)}
     assert rasp.Aggregate in kinds and rasp.Map in kinds
-    banned = {rasp.SequenceMap, rasp.LinearSequenceMap, rasp.SelectorWidth, rasp.SelectorAnd, rasp.SelectorOr,
-              rasp.SelectorNot, rasp.Full, rasp.ConstantSOp}
+    banned = {
+        rasp.SequenceMap,
+        rasp.LinearSequenceMap,
+        rasp.SelectorWidth,
+        rasp.SelectorAnd,
+        rasp.SelectorOr,
+        rasp.SelectorNot,
+        rasp.Full,
+        rasp.ConstantSOp,
+    }
     assert not kinds & banned, kinds & banned
 
     sized = _programs(Knobs(vocab_kinds=("int",), vocab_size=(5, 8), seq_len=(4, 16), max_depth=2))
@@ -137,16 +153,19 @@ def test_every_op_can_be_left_out() -> None:
             assert gp.program is not None
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"max_depth": 0}, "max_depth"),
-    ({"seq_len": (5, 2)}, "seq_len"),
-    ({"seq_len": (0, 4)}, "seq_len"),
-    ({"vocab_kinds": ("bytes",)}, "unknown vocab_kinds"),
-    ({"encodings": ()}, "encodings must not be empty"),
-    ({"ops": ("map", "loop")}, "unknown ops 'loop'"),
-    ({"causal_share": 1.5}, "causal_share"),
-    ({"vocab_size": (0, 3)}, "vocab_size"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"max_depth": 0}, "max_depth"),
+        ({"seq_len": (5, 2)}, "seq_len"),
+        ({"seq_len": (0, 4)}, "seq_len"),
+        ({"vocab_kinds": ("bytes",)}, "unknown vocab_kinds"),
+        ({"encodings": ()}, "encodings must not be empty"),
+        ({"ops": ("map", "loop")}, "unknown ops 'loop'"),
+        ({"causal_share": 1.5}, "causal_share"),
+        ({"vocab_size": (0, 3)}, "vocab_size"),
+    ],
+)
 def test_bad_knobs_are_a_typed_error(kw: dict, message: str) -> None:
     with pytest.raises(KnobsError, match=message) as info:
         Knobs(**kw)

@@ -15,7 +15,6 @@ models and weights are byte-identical for the same SOURCE and options whatever t
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -54,8 +53,10 @@ class Summary:
         c = self.counts
         lines = [
             f"{self.programs} programs: {c.get(COMPILED, 0)} compiled, {c.get(REFUSED, 0)} refused, "
-            f"{c.get(TIMEOUT, 0)} timed out, {c.get(MEMORY, 0)} over the memory guard, {c.get(ERROR, 0)} errors",
-            f"this run: {self.compiled_now} programs in {self.seconds:.1f} s ({self.rate:.1f}/s) on {self.workers} "
+            f"{c.get(TIMEOUT, 0)} timed out, {c.get(MEMORY, 0)} over the memory guard, "
+            f"{c.get(ERROR, 0)} errors",
+            f"this run: {self.compiled_now} programs in {self.seconds:.1f} s ({self.rate:.1f}/s) "
+            f"on {self.workers} "
             f"{self.backend} worker{'s' if self.workers != 1 else ''}"
             + (f"; {self.skipped} already done" if self.skipped else ""),
         ]
@@ -64,7 +65,9 @@ class Summary:
             for reason, n in sorted(self.refusals.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
                 lines.append(f"  {n:6d}  {reason}")
             if len(self.refusals) > top:
-                lines.append(f"  ({len(self.refusals) - top} more reasons in the index's error_class / reason columns)")
+                lines.append(
+                    f"  ({len(self.refusals) - top} more reasons in the index's error_class / reason columns)"
+                )
         lines.append("index: " + ", ".join(self.index_files))
         return "\n".join(lines)
 
@@ -119,20 +122,31 @@ def compile_many(
         raise DatasetError("the time budget and the memory limit must be >= 0 (0: no limit)")
     unknown = [s for s in retry if s not in (REFUSED, TIMEOUT, MEMORY, ERROR)]
     if unknown:
-        raise DatasetError(f"cannot retry status {', '.join(unknown)}; retry takes refused, timeout, memory, error")
+        raise DatasetError(
+            f"cannot retry status {', '.join(unknown)}; retry takes refused, timeout, memory, error"
+        )
     if pipeline is not None:
         from raspc.compiler import build_pipeline
 
         build_pipeline(pipeline)  # a bad pipeline fails here, once, not in every worker
-    pset = source if isinstance(source, ProgramSet) else parse_source(
-        source, vocab=vocab, max_seq_len=max_seq_len, causal=causal)
-    options = Options(time_budget=float(time_budget), memory_limit_mb=int(memory_limit_mb), weights=weights,
-                      pipeline=pipeline)
+    pset = (
+        source
+        if isinstance(source, ProgramSet)
+        else parse_source(source, vocab=vocab, max_seq_len=max_seq_len, causal=causal)
+    )
+    options = Options(
+        time_budget=float(time_budget),
+        memory_limit_mb=int(memory_limit_mb),
+        weights=weights,
+        pipeline=pipeline,
+    )
     store = DatasetDir(out, pset, {"weights": weights, "pipeline": pipeline})
     store.open()
     todo = store.pending(retry)
     stream = progress if not isinstance(progress, bool) else sys.stderr
-    bar = Progress(len(pset), len(pset) - len(todo), stream=stream, enabled=progress is not False and bool(todo))
+    bar = Progress(
+        len(pset), len(pset) - len(todo), stream=stream, enabled=progress is not False and bool(todo)
+    )
 
     def on_result(result: Result) -> None:
         store.add(result)
@@ -147,7 +161,11 @@ def compile_many(
         else:
             from raspc.datasets.local import default_workers, run_local
 
-            used = run_local(todo, options, on_result, workers=workers) if todo else (workers or default_workers())
+            used = (
+                run_local(todo, options, on_result, workers=workers)
+                if todo
+                else (workers or default_workers())
+            )
     finally:
         bar.close()
         index_files = store.write_index()  # what finished is in the index, even after Ctrl-C
@@ -155,10 +173,29 @@ def compile_many(
     rows = store.rows()
     counts = Counter(r["status"] for r in rows)
     refusals = Counter(reason_pattern(r["error_class"], r["reason"]) for r in rows if r["status"] == REFUSED)
-    return Summary(out=out, programs=len(pset), compiled_now=len(todo), skipped=len(pset) - len(todo),
-                   seconds=seconds, workers=used, backend=backend, counts=dict(counts), refusals=dict(refusals),
-                   index_files=index_files)
+    return Summary(
+        out=out,
+        programs=len(pset),
+        compiled_now=len(todo),
+        skipped=len(pset) - len(todo),
+        seconds=seconds,
+        workers=used,
+        backend=backend,
+        counts=dict(counts),
+        refusals=dict(refusals),
+        index_files=index_files,
+    )
 
 
-__all__ = ["compile_many", "Summary", "DatasetError", "ProgramSet", "ProgramSpec", "parse_source", "read_index",
-           "COLUMNS", "BACKENDS", "reason_pattern"]
+__all__ = [
+    "compile_many",
+    "Summary",
+    "DatasetError",
+    "ProgramSet",
+    "ProgramSpec",
+    "parse_source",
+    "read_index",
+    "COLUMNS",
+    "BACKENDS",
+    "reason_pattern",
+]

@@ -23,11 +23,30 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from raspc.datasets.sources import DatasetError, ProgramSpec
-from raspc.datasets.worker import ERROR, MEMORY, TIMEOUT, Options, Result, compile_one, failure, install_memory_guard
+from raspc.datasets.worker import (
+    ERROR,
+    MEMORY,
+    TIMEOUT,
+    Options,
+    Result,
+    compile_one,
+    failure,
+    install_memory_guard,
+    resident_bytes,
+)
 
-PRELOAD = ["raspc.datasets.worker", "raspc.compiler", "raspc.lowering.program_to_rasp", "raspc.lowering.rasp_to_craft",
-           "raspc.lowering.craft_to_tensor", "raspc.lowering.tensor_to_onnx", "raspc.random_programs", "raspc.lib"]
+PRELOAD = [
+    "raspc.datasets.worker",
+    "raspc.compiler",
+    "raspc.lowering.program_to_rasp",
+    "raspc.lowering.rasp_to_craft",
+    "raspc.lowering.craft_to_tensor",
+    "raspc.lowering.tensor_to_onnx",
+    "raspc.random_programs",
+    "raspc.lib",
+]
 STARTUP_SECONDS = 120.0
+DRIVER_MARGIN_MB = 512  # the driver stops a worker this far past the memory guard (its watchdog trips at it)
 
 
 def default_workers() -> int:
@@ -149,9 +168,31 @@ class LocalPool:
                 if slot.spec is not None and limit is not None and now - slot.started > limit:
                     spec, seconds = slot.spec, now - slot.started
                     self._replace(slot)
-                    on_result(failure(spec, TIMEOUT, "Timeout",
-                                      f"compilation took more than the {self.options.time_budget:g} s budget "
-                                      f"(worker stopped after {seconds:.0f} s)", seconds, _worker_name(slot.pid)))
+                    on_result(
+                        failure(
+                            spec,
+                            TIMEOUT,
+                            "Timeout",
+                            f"compilation took more than the {self.options.time_budget:g} s budget "
+                            f"(worker stopped after {seconds:.0f} s)",
+                            seconds,
+                            _worker_name(slot.pid),
+                        )
+                    )
+                elif slot.spec is not None and self._over_memory(slot):
+                    spec, seconds = slot.spec, now - slot.started
+                    self._replace(slot)
+                    on_result(
+                        failure(
+                            spec,
+                            MEMORY,
+                            "MemoryError",
+                            f"compilation needed more than the {self.options.memory_limit_mb} MiB memory guard "
+                            "(worker stopped)",
+                            seconds,
+                            _worker_name(slot.pid),
+                        )
+                    )
                 elif not slot.ready and now - slot.created > STARTUP_SECONDS:
                     raise RuntimeError(f"a worker process did not start within {STARTUP_SECONDS:g} s")
 
@@ -166,8 +207,10 @@ class LocalPool:
             if not slot.ready:
                 self.failed_starts += 1
                 if self.failed_starts >= 3:
-                    raise DatasetError(f"worker processes die as they start (exit code {code}); run with "
-                                       "RASPC_DEBUG=1 and workers=1 to see why")
+                    raise DatasetError(
+                        f"worker processes die as they start (exit code {code}); run with "
+                        "RASPC_DEBUG=1 and workers=1 to see why"
+                    )
             self._replace(slot)
             if spec is not None:
                 on_result(self._death(spec, code, seconds, slot.pid))
@@ -181,16 +224,26 @@ class LocalPool:
         if payload.record["status"] == MEMORY:
             self._replace(slot)
 
+    def _over_memory(self, slot: _Slot) -> bool:
+        """A worker whose resident memory is past the guard by a margin: its own watchdog (which trips
+        at the guard) cannot run, a C call holds it."""
+        limit = self.options.memory_limit_mb
+        return (
+            limit > 0 and slot.pid > 0 and resident_bytes(slot.pid) > (limit + DRIVER_MARGIN_MB) * 1024 * 1024
+        )
+
     def _death(self, spec: ProgramSpec, code: Any, seconds: float, pid: int) -> Result:
-        """The row of a program whose worker died. Under the memory guard, a crash by a signal is most
-        likely an allocation the guard refused inside a C extension that does not raise MemoryError."""
-        if isinstance(code, int) and code < 0 and self.options.memory_limit_mb > 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            return failure(spec, MEMORY, "MemoryError",
-                           f"the worker crashed ({name}) under the {self.options.memory_limit_mb} MiB memory guard: "
-                           "most likely an allocation the guard refused", seconds, _worker_name(pid))
-        return failure(spec, ERROR, "WorkerDied", f"the worker process died (exit code {code}) while compiling "
-                       "this program", seconds, _worker_name(pid))
+        """The row of a program whose worker died (a crash in a C extension, or killed from outside)."""
+        if isinstance(code, int) and code < 0 and -code in signal.Signals._value2member_map_:
+            code = f"{code}, {signal.Signals(-code).name}"
+        return failure(
+            spec,
+            ERROR,
+            "WorkerDied",
+            f"the worker process died (exit code {code}) while compiling this program",
+            seconds,
+            _worker_name(pid),
+        )
 
     def close(self) -> None:
         for slot in self.slots:
@@ -205,8 +258,12 @@ class LocalPool:
         self.slots = []
 
 
-def run_local(specs: Sequence[ProgramSpec], options: Options, on_result: Callable[[Result], None],
-              workers: Optional[int] = None) -> int:
+def run_local(
+    specs: Sequence[ProgramSpec],
+    options: Options,
+    on_result: Callable[[Result], None],
+    workers: Optional[int] = None,
+) -> int:
     """Compiles `specs` in local worker processes, calling `on_result` in the driver as each finishes.
     Returns the number of workers used."""
     n = workers or default_workers()

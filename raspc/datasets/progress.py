@@ -20,8 +20,16 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, done: int = 0, *, stream: Optional[IO[str]] = None, enabled: bool = True,
-                 interval: float = 5.0, width: int = 24):
+    def __init__(
+        self,
+        total: int,
+        done: int = 0,
+        *,
+        stream: Optional[IO[str]] = None,
+        enabled: bool = True,
+        interval: float = 5.0,
+        width: int = 24,
+    ):
         self.total, self.start_done, self.done = total, done, done
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
@@ -43,8 +51,9 @@ class Progress:
         rate = self.rate()
         eta = _clock((self.total - self.done) / rate) if rate > 0 else "?"
         statuses = " ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-        return (f"[{bar}] {self.done}/{self.total} {frac:4.0%} {rate:.1f} programs/s ETA {eta}"
-                + (f"  {statuses}" if statuses else ""))
+        return f"[{bar}] {self.done}/{self.total} {frac:4.0%} {rate:.1f} programs/s ETA {eta}" + (
+            f"  {statuses}" if statuses else ""
+        )
 
     def update(self, status: str) -> None:
         self.done += 1

@@ -6,8 +6,9 @@ same `compile_one` under the same time budget, deadline and memory guard as a lo
 returns the same row and the same bytes, and an address-space limit never touches the Ray worker's
 own threads. At most one task per CPU of the cluster is in flight, so a task starts when it is
 submitted; a task past a generous deadline (a backstop: the child's own guards come first) is
-cancelled with `ray.cancel(force=True)` and the program recorded as a timeout. Results come back through Ray's object store to the driver, which
-writes every file: the cluster needs raspc installed on its nodes, not a shared filesystem.
+cancelled with `ray.cancel(force=True)` and the program recorded as a timeout. Results come back
+through Ray's object store to the driver, which writes every file: the cluster needs raspc
+installed on its nodes, not a shared filesystem.
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ def hard_deadline(options: Options) -> Optional[float]:
     return None if limit is None else limit + 30.0
 
 
-def run_ray(specs: Sequence[ProgramSpec], options: Options, on_result: Callable[[Result], None],
-            workers: Optional[int] = None, address: Optional[str] = None) -> int:
+def run_ray(
+    specs: Sequence[ProgramSpec],
+    options: Options,
+    on_result: Callable[[Result], None],
+    workers: Optional[int] = None,
+    address: Optional[str] = None,
+) -> int:
     """Compiles `specs` as Ray tasks. Joins the cluster at `address` (e.g. "auto" or
     "ray://head:10001"), or uses the Ray instance this process already started, or starts a local
     one (and stops it at the end). Returns the number of tasks kept in flight."""
@@ -63,8 +69,13 @@ def run_ray(specs: Sequence[ProgramSpec], options: Options, on_result: Callable[
             ray.shutdown()
 
 
-def _run(ray: Any, specs: Sequence[ProgramSpec], options: Options, on_result: Callable[[Result], None],
-         capacity: int) -> None:
+def _run(
+    ray: Any,
+    specs: Sequence[ProgramSpec],
+    options: Options,
+    on_result: Callable[[Result], None],
+    capacity: int,
+) -> None:
     task = ray.remote(num_cpus=1, max_retries=0)(compile_guarded)
     queue = deque(specs)
     in_flight: dict[Any, tuple[ProgramSpec, float]] = {}
@@ -80,16 +91,32 @@ def _run(ray: Any, specs: Sequence[ProgramSpec], options: Options, on_result: Ca
                 on_result(ray.get(ref))
             except Exception as exc:  # noqa: BLE001 - the task failed in Ray itself (worker died, out of memory)
                 status = MEMORY if "OutOfMemory" in type(exc).__name__ else ERROR
-                on_result(failure(spec, status, type(exc).__name__, str(exc).splitlines()[0][:500] if str(exc) else "",
-                                  time.perf_counter() - submitted, "ray"))
+                on_result(
+                    failure(
+                        spec,
+                        status,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0][:500] if str(exc) else "",
+                        time.perf_counter() - submitted,
+                        "ray",
+                    )
+                )
         now = time.perf_counter()
         for ref, (spec, submitted) in list(in_flight.items()):
             if limit is not None and now - submitted > limit:
                 ray.cancel(ref, force=True)
                 del in_flight[ref]
-                on_result(failure(spec, TIMEOUT, "Timeout",
-                                  f"compilation took more than the {options.time_budget:g} s budget (task cancelled "
-                                  f"after {now - submitted:.0f} s)", now - submitted, "ray"))
+                on_result(
+                    failure(
+                        spec,
+                        TIMEOUT,
+                        "Timeout",
+                        f"compilation took more than the {options.time_budget:g} s budget (task cancelled "
+                        f"after {now - submitted:.0f} s)",
+                        now - submitted,
+                        "ray",
+                    )
+                )
 
 
 __all__ = ["run_ray", "import_ray"]

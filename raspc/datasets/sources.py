@@ -95,7 +95,18 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x for x in re.split(r"[+|/]", text) if x)
 
 
-RANDOM_KEYS = ("seed", "n", "start", "max_seq_len", "depth", "causal", "vocab", "vocab_size", "encodings", "ops")
+RANDOM_KEYS = (
+    "seed",
+    "n",
+    "start",
+    "max_seq_len",
+    "depth",
+    "causal",
+    "vocab",
+    "vocab_size",
+    "encodings",
+    "ops",
+)
 
 
 def parse_random(text: str) -> tuple[int, int, int, Knobs]:
@@ -110,7 +121,11 @@ def parse_random(text: str) -> tuple[int, int, int, Knobs]:
         items[key] = value.strip()
     if "n" not in items:
         raise DatasetError("random: give the number of programs, e.g. random:seed=0,n=1000")
-    seed, n, start = _int("seed", items.get("seed", "0")), _int("n", items["n"]), _int("start", items.get("start", "0"))
+    seed, n, start = (
+        _int("seed", items.get("seed", "0")),
+        _int("n", items["n"]),
+        _int("start", items.get("start", "0")),
+    )
     if n < 0 or start < 0:
         raise DatasetError("random: n and start must be >= 0")
     kw: dict[str, Any] = {}
@@ -131,7 +146,11 @@ def parse_random(text: str) -> tuple[int, int, int, Knobs]:
         kw["encodings"] = _names(items["encodings"])
     if "ops" in items:
         ops = _names(items["ops"])
-        kw["ops"] = tuple(o for o in OPS if o not in _names(items["ops"][1:])) if items["ops"].startswith("-") else ops
+        kw["ops"] = (
+            tuple(o for o in OPS if o not in _names(items["ops"][1:]))
+            if items["ops"].startswith("-")
+            else ops
+        )
     try:
         knobs = Knobs(**kw)
     except KnobsError as exc:
@@ -141,8 +160,14 @@ def parse_random(text: str) -> tuple[int, int, int, Knobs]:
 
 def random_set(source: str, seed: int, n: int, start: int, knobs: Knobs) -> ProgramSet:
     specs = tuple(
-        ProgramSpec(id=f"random-{seed}-{i:0{RANDOM_ID_WIDTH}d}", kind="random", ref=f"random:seed={seed}:{i}",
-                    seed=seed, index=i, knobs=knobs)
+        ProgramSpec(
+            id=f"random-{seed}-{i:0{RANDOM_ID_WIDTH}d}",
+            kind="random",
+            ref=f"random:seed={seed}:{i}",
+            seed=seed,
+            index=i,
+            knobs=knobs,
+        )
         for i in range(start, start + n)
     )
     return ProgramSet(source, specs, {"kind": "random", "seed": seed, "knobs": knobs.as_dict()})
@@ -151,22 +176,42 @@ def random_set(source: str, seed: int, n: int, start: int, knobs: Knobs) -> Prog
 # --------------------------------------------------------------------------- lib:
 
 
-def lib_set(source: str, names: str, vocab: Optional[Sequence[Any]], max_seq_len: Optional[int],
-            causal: bool) -> ProgramSet:
+def lib_set(
+    source: str, names: str, vocab: Optional[Sequence[Any]], max_seq_len: Optional[int], causal: bool
+) -> ProgramSet:
     from raspc.lib import LIBRARY, LIBRARY_EXAMPLE_VOCAB
 
     wanted = list(LIBRARY) if names in ("*", "") else list(_names(names))
     unknown = [n for n in wanted if n not in LIBRARY]
     if unknown:
-        raise DatasetError(f"unknown library program(s) {', '.join(unknown)}; known: {', '.join(sorted(LIBRARY))}")
+        raise DatasetError(
+            f"unknown library program(s) {', '.join(unknown)}; known: {', '.join(sorted(LIBRARY))}"
+        )
     specs = []
     for name in wanted:
         v, n = LIBRARY_EXAMPLE_VOCAB.get(name, (["a", "b", "c"], 5))
-        specs.append(ProgramSpec(id=f"lib-{name}", kind="lib", ref=f"lib:{name}", name=name,
-                                 vocab=tuple(vocab if vocab is not None else v),
-                                 max_seq_len=max_seq_len if max_seq_len is not None else n, causal=causal))
-    return ProgramSet(source, tuple(specs), {"kind": "lib", "names": wanted, "vocab": _jsonable(vocab),
-                                             "max_seq_len": max_seq_len, "causal": causal})
+        specs.append(
+            ProgramSpec(
+                id=f"lib-{name}",
+                kind="lib",
+                ref=f"lib:{name}",
+                name=name,
+                vocab=tuple(vocab if vocab is not None else v),
+                max_seq_len=max_seq_len if max_seq_len is not None else n,
+                causal=causal,
+            )
+        )
+    return ProgramSet(
+        source,
+        tuple(specs),
+        {
+            "kind": "lib",
+            "names": wanted,
+            "vocab": _jsonable(vocab),
+            "max_seq_len": max_seq_len,
+            "causal": causal,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -186,14 +231,26 @@ def python_entries(text: str, filename: str, function: Optional[str]) -> list[tu
     a worker to build one program)."""
     from raspc import rasp
 
-    env: dict[str, Any] = {"__name__": "_raspc_dataset_" + _safe(os.path.basename(filename)), "__file__": filename}
+    env: dict[str, Any] = {
+        "__name__": "_raspc_dataset_" + _safe(os.path.basename(filename)),
+        "__file__": filename,
+    }
     try:
         exec(compile(text, filename, "exec"), env)  # noqa: S102 - the user's own program file
     except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
         raise DatasetError(f"running '{filename}' failed: {type(exc).__name__}: {exc}") from None
-    defaults = {k: env[v] for k, v in (("vocab", "vocab"), ("max_seq_len", "max_seq_len"), ("causal", "causal"),
-                                         ("vocab", "VOCAB"), ("max_seq_len", "MAX_SEQ_LEN"), ("causal", "CAUSAL"))
-                if v in env}
+    defaults = {
+        k: env[v]
+        for k, v in (
+            ("vocab", "vocab"),
+            ("max_seq_len", "max_seq_len"),
+            ("causal", "causal"),
+            ("vocab", "VOCAB"),
+            ("max_seq_len", "MAX_SEQ_LEN"),
+            ("causal", "CAUSAL"),
+        )
+        if v in env
+    }
 
     def entry(key: str, value: Any) -> tuple[str, dict]:
         if isinstance(value, rasp.SOp):
@@ -202,8 +259,10 @@ def python_entries(text: str, filename: str, function: Optional[str]) -> list[tu
             return key, {**defaults, **value}
         if isinstance(value, tuple) and value and isinstance(value[0], rasp.SOp):
             return key, {**defaults, **dict(zip(("program", "vocab", "max_seq_len", "causal"), value))}
-        raise DatasetError(f"{filename}: program '{key}' is a {type(value).__name__}, not a RASP s-op, a "
-                           "(program, vocab, max_seq_len[, causal]) tuple or a dict with 'program'")
+        raise DatasetError(
+            f"{filename}: program '{key}' is a {type(value).__name__}, not a RASP s-op, a "
+            "(program, vocab, max_seq_len[, causal]) tuple or a dict with 'program'"
+        )
 
     if function is not None or "PROGRAMS" not in env and callable(env.get("programs")):
         fname = function or "programs"
@@ -216,7 +275,9 @@ def python_entries(text: str, filename: str, function: Optional[str]) -> list[tu
         except DatasetError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise DatasetError(f"calling {os.path.basename(filename)}:{fname} failed: {type(exc).__name__}: {exc}") from None
+            raise DatasetError(
+                f"calling {os.path.basename(filename)}:{fname} failed: {type(exc).__name__}: {exc}"
+            ) from None
         out = []
         for i, item in enumerate(items):
             if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
@@ -234,7 +295,9 @@ def python_entries(text: str, filename: str, function: Optional[str]) -> list[tu
     raise DatasetError(f"{filename} defines no PROGRAMS dict, no programs() function and no `program`")
 
 
-def python_set(path: str, function: Optional[str], vocab, max_seq_len, causal, prefix: str = "") -> list[ProgramSpec]:
+def python_set(
+    path: str, function: Optional[str], vocab, max_seq_len, causal, prefix: str = ""
+) -> list[ProgramSpec]:
     text = _read(path)
     entries = python_entries(text, path, function)
     stem = _safe(os.path.splitext(os.path.basename(path))[0])
@@ -243,21 +306,38 @@ def python_set(path: str, function: Optional[str], vocab, max_seq_len, causal, p
         v = vocab if vocab is not None else e.get("vocab")
         n = max_seq_len if max_seq_len is not None else e.get("max_seq_len")
         if v is None or n is None:
-            raise DatasetError(f"{path}: program '{key}' has no vocab or max_seq_len: give them in the file "
-                               "(vocab = [...], max_seq_len = N, or per program) or with --vocab / --max-seq-len")
+            raise DatasetError(
+                f"{path}: program '{key}' has no vocab or max_seq_len: give them in the file "
+                "(vocab = [...], max_seq_len = N, or per program) or with --vocab / --max-seq-len"
+            )
         single = len(entries) == 1 and key == "program"
         pid = prefix + (stem if single else f"{stem}-{_safe(key)}")
         where = "" if single else (f":{function}" if function else "") + f"[{key!r}]"
-        specs.append(ProgramSpec(id=pid, kind="python", ref=f"{os.path.basename(path)}{where}", name=key, text=text,
-                                 filename=os.path.basename(path), vocab=tuple(v), max_seq_len=int(n),
-                                 causal=bool(e.get("causal", causal))))
+        specs.append(
+            ProgramSpec(
+                id=pid,
+                kind="python",
+                ref=f"{os.path.basename(path)}{where}",
+                name=key,
+                text=text,
+                filename=os.path.basename(path),
+                vocab=tuple(v),
+                max_seq_len=int(n),
+                causal=bool(e.get("causal", causal)),
+            )
+        )
     return specs
 
 
 def mlir_spec(path: str, prefix: str = "") -> ProgramSpec:
     stem = _safe(os.path.splitext(os.path.basename(path))[0])
-    return ProgramSpec(id=prefix + stem, kind="mlir", ref=os.path.basename(path), text=_read(path),
-                       filename=os.path.basename(path))
+    return ProgramSpec(
+        id=prefix + stem,
+        kind="mlir",
+        ref=os.path.basename(path),
+        text=_read(path),
+        filename=os.path.basename(path),
+    )
 
 
 def _jsonable(v: Any) -> Any:
@@ -269,24 +349,40 @@ def _jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------- SOURCE
 
 
-def parse_source(source: str, *, vocab: Optional[Sequence[Any]] = None, max_seq_len: Optional[int] = None,
-                 causal: bool = False) -> ProgramSet:
+def parse_source(
+    source: str,
+    *,
+    vocab: Optional[Sequence[Any]] = None,
+    max_seq_len: Optional[int] = None,
+    causal: bool = False,
+) -> ProgramSet:
     """The program set a SOURCE string names (see the module docstring). `vocab`, `max_seq_len` and
     `causal` apply to library programs and to Python programs that do not give their own."""
     if source.startswith("random:"):
-        return random_set(source, *parse_random(source[len("random:"):]))
+        return random_set(source, *parse_random(source[len("random:") :]))
     if source.startswith("lib:"):
-        return lib_set(source, source[len("lib:"):], vocab, max_seq_len, causal)
-    identity = {"kind": "files", "source": source, "vocab": _jsonable(vocab), "max_seq_len": max_seq_len,
-                "causal": causal}
+        return lib_set(source, source[len("lib:") :], vocab, max_seq_len, causal)
+    identity = {
+        "kind": "files",
+        "source": source,
+        "vocab": _jsonable(vocab),
+        "max_seq_len": max_seq_len,
+        "causal": causal,
+    }
     if os.path.isdir(source):
-        names = sorted(f for f in os.listdir(source) if f.endswith((".py", ".mlir")) and not f.startswith("_"))
+        names = sorted(
+            f for f in os.listdir(source) if f.endswith((".py", ".mlir")) and not f.startswith("_")
+        )
         if not names:
             raise DatasetError(f"directory '{source}' holds no .py or .mlir files")
         specs: list[ProgramSpec] = []
         for f in names:
             path = os.path.join(source, f)
-            specs += [mlir_spec(path)] if f.endswith(".mlir") else python_set(path, None, vocab, max_seq_len, causal)
+            specs += (
+                [mlir_spec(path)]
+                if f.endswith(".mlir")
+                else python_set(path, None, vocab, max_seq_len, causal)
+            )
         return _checked(ProgramSet(source, tuple(specs), identity))
     if source.endswith(".mlir"):
         if not os.path.isfile(source):
@@ -298,21 +394,34 @@ def parse_source(source: str, *, vocab: Optional[Sequence[Any]] = None, max_seq_
         if sep and head.endswith(".py"):
             path, function = head, tail
         else:
-            raise DatasetError(f"cannot read SOURCE '{source}': expected random:..., lib:..., FILE.py[:FUNCTION], "
-                               "FILE.mlir or a directory")
+            raise DatasetError(
+                f"cannot read SOURCE '{source}': expected random:..., lib:..., FILE.py[:FUNCTION], "
+                "FILE.mlir or a directory"
+            )
     if not os.path.isfile(path):
         raise DatasetError(f"'{path}' does not exist")
-    return _checked(ProgramSet(source, tuple(python_set(path, function, vocab, max_seq_len, causal)), identity))
+    return _checked(
+        ProgramSet(source, tuple(python_set(path, function, vocab, max_seq_len, causal)), identity)
+    )
 
 
 def _checked(pset: ProgramSet) -> ProgramSet:
     seen: dict[str, str] = {}
     for s in pset.specs:
         if s.id in seen:
-            raise DatasetError(f"two programs would get the id '{s.id}' ({seen[s.id]} and {s.ref}): rename one")
+            raise DatasetError(
+                f"two programs would get the id '{s.id}' ({seen[s.id]} and {s.ref}): rename one"
+            )
         seen[s.id] = s.ref
     return pset
 
 
-__all__ = ["DatasetError", "ProgramSpec", "ProgramSet", "parse_source", "parse_random", "python_entries",
-           "RANDOM_KEYS"]
+__all__ = [
+    "DatasetError",
+    "ProgramSpec",
+    "ProgramSet",
+    "parse_source",
+    "parse_random",
+    "python_entries",
+    "RANDOM_KEYS",
+]

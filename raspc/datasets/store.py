@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 from raspc.datasets.sources import DatasetError, ProgramSet
 from raspc.datasets.worker import Result
@@ -29,9 +29,17 @@ FORMAT = "raspc-dataset/1"
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("id", "string", "program id, also the file name of its model"),
     ("source_kind", "string", "random | lib | python | mlir"),
-    ("source_ref", "string", "where it comes from: random:seed=0:17, lib:make_hist, progs.py['sort'], f.mlir"),
-    ("source", "string", "Python that builds `program` (and vocab, max_seq_len, causal); the file's text for "
-                         "Python files and non-rasp IR files"),
+    (
+        "source_ref",
+        "string",
+        "where it comes from: random:seed=0:17, lib:make_hist, progs.py['sort'], f.mlir",
+    ),
+    (
+        "source",
+        "string",
+        "Python that builds `program` (and vocab, max_seq_len, causal); the file's text for "
+        "Python files and non-rasp IR files",
+    ),
     ("rasp_ir", "string", "the traced program as rasp IR text"),
     ("vocab", "string", "the input vocabulary as JSON (ids follow its order; BOS and PAD come after)"),
     ("max_seq_len", "int64", "longest input (BOS not counted)"),
@@ -50,7 +58,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("onnx_sha256", "string", "SHA-256 of the model file"),
     ("onnx_bytes", "int64", "size of the model file"),
     ("weights_file", "string", "the weights as safetensors (with --weights)"),
-    ("circuit_graph", "string", "ground-truth circuit graph as JSON (null when this raspc has no such analysis)"),
+    (
+        "circuit_graph",
+        "string",
+        "ground-truth circuit graph as JSON (null when this raspc has no such analysis)",
+    ),
 )
 COLUMN_NAMES = tuple(c for c, _, _ in COLUMNS)
 TIMING_COLUMNS = ("id", "compile_seconds", "peak_rss_mb", "worker")
@@ -100,27 +112,45 @@ class DatasetDir:
                 os.makedirs(self.file("weights"), exist_ok=True)
         except OSError as exc:
             raise DatasetError(f"cannot create '{self.path}': {exc.strerror or exc}") from None
-        manifest = {"format": FORMAT, "raspc_version": __version__, "set": self.pset.identity,
-                    "settings": self.settings}
+        manifest = {
+            "format": FORMAT,
+            "raspc_version": __version__,
+            "set": self.pset.identity,
+            "settings": self.settings,
+        }
         path = self.file("dataset.json")
         if os.path.exists(path):
             try:
                 with open(path, encoding="utf-8") as f:
                     old = json.load(f)
             except (OSError, ValueError) as exc:
-                raise DatasetError(f"'{path}' is unreadable ({exc}): not a raspc dataset directory?") from None
-            for key, what in (("format", "dataset format"), ("set", "program set"), ("settings", "set of options"),
-                              ("raspc_version", "raspc version")):
+                raise DatasetError(
+                    f"'{path}' is unreadable ({exc}): not a raspc dataset directory?"
+                ) from None
+            for key, what in (
+                ("format", "dataset format"),
+                ("set", "program set"),
+                ("settings", "set of options"),
+                ("raspc_version", "raspc version"),
+            ):
                 if old.get(key) != manifest[key]:
                     raise DatasetError(
-                        f"'{self.path}' holds a dataset made with a different {what} ({json.dumps(old.get(key))}; "
-                        f"this run: {json.dumps(manifest[key])}): resume it with the same SOURCE and options, or "
-                        "use a new directory")
+                        f"'{self.path}' holds a dataset made with a different {what} "
+                        f"({json.dumps(old.get(key))}; this run: {json.dumps(manifest[key])}): resume it with "
+                        "the same SOURCE and options, or "
+                        "use a new directory"
+                    )
         elif os.listdir(self.path) not in ([], ["models"], ["models", "weights"], ["weights", "models"]):
             raise DatasetError(f"'{self.path}' is not empty and holds no dataset.json: use a new directory")
-        self.manifest = {**manifest, "source": self.pset.source, "programs": len(self.pset),
-                         "columns": {name: meaning for name, _, meaning in COLUMNS}}
-        self._write_if_changed(path, (json.dumps(self.manifest, indent=1, ensure_ascii=False) + "\n").encode())
+        self.manifest = {
+            **manifest,
+            "source": self.pset.source,
+            "programs": len(self.pset),
+            "columns": {name: meaning for name, _, meaning in COLUMNS},
+        }
+        self._write_if_changed(
+            path, (json.dumps(self.manifest, indent=1, ensure_ascii=False) + "\n").encode()
+        )
         self._read_journal()
 
     def _read_journal(self) -> None:
@@ -140,7 +170,9 @@ class DatasetDir:
                 self.timings[rec["id"]] = timing
 
     def _files_present(self, rec: dict[str, Any]) -> bool:
-        return all(rec.get(k) is None or os.path.exists(self.file(rec[k])) for k in ("onnx_file", "weights_file"))
+        return all(
+            rec.get(k) is None or os.path.exists(self.file(rec[k])) for k in ("onnx_file", "weights_file")
+        )
 
     def pending(self, retry: Iterable[str] = ()) -> list:
         """The specs of the set not yet done (and those whose status is in `retry`)."""
@@ -162,7 +194,9 @@ class DatasetDir:
         self.timings[rec["id"]] = result.timing
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{c: self.records[s.id].get(c) for c in COLUMN_NAMES} for s in self.pset if s.id in self.records]
+        return [
+            {c: self.records[s.id].get(c) for c in COLUMN_NAMES} for s in self.pset if s.id in self.records
+        ]
 
     def write_index(self) -> list[str]:
         """index.jsonl, index.parquet (with pyarrow) and timings.jsonl, in set order; a file whose bytes
@@ -170,7 +204,9 @@ class DatasetDir:
         rows = self.rows()
         written = [self.file("index.jsonl")]
         self._write_if_changed(written[0], _jsonl(rows))
-        timings = [{c: self.timings[s.id].get(c) for c in TIMING_COLUMNS} for s in self.pset if s.id in self.timings]
+        timings = [
+            {c: self.timings[s.id].get(c) for c in TIMING_COLUMNS} for s in self.pset if s.id in self.timings
+        ]
         self._write_if_changed(self.file("timings.jsonl"), _jsonl(timings))
         if parquet_available():
             written.append(self.file("index.parquet"))
@@ -212,5 +248,13 @@ def read_index(path: str) -> list[dict[str, Any]]:
         raise DatasetError(f"cannot read '{path}': {exc.strerror or exc}") from None
 
 
-__all__ = ["DatasetDir", "COLUMNS", "COLUMN_NAMES", "TIMING_COLUMNS", "FORMAT", "read_index", "parquet_bytes",
-           "parquet_available"]
+__all__ = [
+    "DatasetDir",
+    "COLUMNS",
+    "COLUMN_NAMES",
+    "TIMING_COLUMNS",
+    "FORMAT",
+    "read_index",
+    "parquet_bytes",
+    "parquet_available",
+]

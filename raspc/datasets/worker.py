@@ -9,6 +9,7 @@ memory, which worker) is in `Result.timing`, kept apart so the index stays byte-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,10 +54,23 @@ class _OverBudget(BaseException):
 # --------------------------------------------------------------------------- guards
 
 
-_GUARD = {"baseline_as": None}
+ADDRESS_SPACE_MARGIN_MB = 32 * 1024  # the RLIMIT_AS backstop sits this far above the memory guard
 
 
-def _vm_size() -> int:
+class _OverMemory(BaseException):
+    """Raised in the compiling thread when the watchdog sees the guard passed."""
+
+
+def resident_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _address_space() -> int:
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -67,23 +81,68 @@ def _vm_size() -> int:
     return 0
 
 
-def install_memory_guard(limit_mb: int) -> None:
-    """Caps this process's address space at what it has now plus `limit_mb` (RLIMIT_AS): a compile
-    that needs more gets a MemoryError instead of the machine's memory. Once per process."""
-    if limit_mb <= 0 or _GUARD["baseline_as"] is not None:
-        return
-    base = _vm_size()
-    _GUARD["baseline_as"] = base
-    if base <= 0:
-        return
-    limit = base + limit_mb * 1024 * 1024
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    except (ValueError, OSError):  # not permitted here: the driver's deadline still applies
-        pass
+class _MemoryGuard:
+    """Resident memory above the worker's own at start, watched every 10 ms by a thread that
+    interrupts the compile (SIGUSR1 -> _OverMemory in the main thread) once it passes `limit_mb`.
+
+    Resident, not virtual, memory: the compiler may reserve far more address space than it touches
+    (a value-set bitset allocated zeroed: 10 GB of address space for 60 MB resident, measured), so
+    an RLIMIT_AS at the limit would stop programs that fit. RLIMIT_AS stays as a backstop far above
+    it (ADDRESS_SPACE_MARGIN_MB), and the driver stops a worker whose resident memory runs past the
+    guard while a C call keeps this thread from running (raspc.datasets.local)."""
+
+    def __init__(self, limit_mb: int):
+        self.limit = limit_mb * 1024 * 1024
+        self.baseline = resident_bytes()
+        self.active = False
+        self.main = threading.main_thread().ident
+        threading.Thread(target=self._watch, name="raspc-memory-guard", daemon=True).start()
+        base_as = _address_space()
+        if base_as > 0:
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            cap = base_as + (limit_mb + ADDRESS_SPACE_MARGIN_MB) * 1024 * 1024
+            if hard != resource.RLIM_INFINITY:
+                cap = min(cap, hard)
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+            except (ValueError, OSError):  # not permitted here: the watchdog and the driver remain
+                pass
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.01)
+            if self.active and resident_bytes() - self.baseline > self.limit:
+                self.active = False
+                signal.pthread_kill(self.main, signal.SIGUSR1)  # type: ignore[arg-type]
+
+    def __enter__(self) -> "_MemoryGuard":
+        if threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, frame: Any) -> None:
+                raise _OverMemory()
+
+            self.previous = signal.signal(signal.SIGUSR1, on_signal)
+            self.active = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active or hasattr(self, "previous"):
+            self.active = False
+            signal.signal(signal.SIGUSR1, self.previous)
+            del self.previous
+
+
+_GUARD: dict[str, Optional[_MemoryGuard]] = {"guard": None}
+
+
+def install_memory_guard(limit_mb: int) -> Optional[_MemoryGuard]:
+    """This process's memory guard (started once; None with no limit): see _MemoryGuard."""
+    if limit_mb <= 0:
+        return None
+    if _GUARD["guard"] is None:
+        _GUARD["guard"] = _MemoryGuard(limit_mb)
+    _GUARD["guard"].limit = limit_mb * 1024 * 1024
+    return _GUARD["guard"]
 
 
 class _Alarm:
@@ -92,10 +151,15 @@ class _Alarm:
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self.armed = seconds > 0 and threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
+        self.armed = (
+            seconds > 0
+            and threading.current_thread() is threading.main_thread()
+            and hasattr(signal, "SIGALRM")
+        )
 
     def __enter__(self) -> "_Alarm":
         if self.armed:
+
             def on_alarm(signum: int, frame: Any) -> None:
                 raise _OverBudget()
 
@@ -135,9 +199,17 @@ def build_program(spec: ProgramSpec) -> tuple[Any, list, int, bool, Optional[str
     if spec.kind == "lib":
         from raspc.lib import LIBRARY
 
-        source = "\n".join([
-            "from raspc import lib", "", f"vocab = {list(spec.vocab)!r}", f"max_seq_len = {spec.max_seq_len!r}",
-            f"causal = {spec.causal!r}", f"program = lib.LIBRARY[{spec.name!r}](max_seq_len=max_seq_len)", ""])
+        source = "\n".join(
+            [
+                "from raspc import lib",
+                "",
+                f"vocab = {list(spec.vocab)!r}",
+                f"max_seq_len = {spec.max_seq_len!r}",
+                f"causal = {spec.causal!r}",
+                f"program = lib.LIBRARY[{spec.name!r}](max_seq_len=max_seq_len)",
+                "",
+            ]
+        )
         program = LIBRARY[spec.name](max_seq_len=spec.max_seq_len)  # type: ignore[index]
         return program, list(spec.vocab), spec.max_seq_len, spec.causal, source  # type: ignore[arg-type]
     if spec.kind == "python":
@@ -188,8 +260,12 @@ def model_stats(module: Any) -> dict[str, Any]:
             hidden += int(op.w_in.get_shape()[1])
             arrays += [dense_to_numpy(a) for a in (op.w_in, op.b_in, op.w_out, op.b_out)]
     return {
-        "layers": len(layers), "heads": heads, "mlp_hidden": hidden, "residual_width": model.d_model,
-        "params": int(sum(a.size for a in arrays)), "nonzero_params": int(sum(np.count_nonzero(a) for a in arrays)),
+        "layers": len(layers),
+        "heads": heads,
+        "mlp_hidden": hidden,
+        "residual_width": model.d_model,
+        "params": int(sum(a.size for a in arrays)),
+        "nonzero_params": int(sum(np.count_nonzero(a) for a in arrays)),
         "output_encoding": model.readout.encoding_enum.value,
     }
 
@@ -200,21 +276,33 @@ def weight_arrays(module: Any) -> dict[str, np.ndarray]:
     from raspc.dialects.tensor import AttentionHeadOp, MlpOp, dense_to_numpy, tensor_model
 
     model = tensor_model(module)
-    out = {"embed.token": dense_to_numpy(model.embed.token_embedding),
-           "embed.position": dense_to_numpy(model.embed.position_embedding)}
+    out = {
+        "embed.token": dense_to_numpy(model.embed.token_embedding),
+        "embed.position": dense_to_numpy(model.embed.position_embedding),
+    }
     for op, prefix in model.block_prefixes().items():
         if isinstance(op, AttentionHeadOp):
             for name, attr in (("W_Q", op.w_q), ("W_K", op.w_k), ("W_V", op.w_v), ("W_O", op.w_o)):
                 out[f"{prefix}.{name}"] = dense_to_numpy(attr)
             out[f"{prefix}.scale"] = np.asarray(op.scale_float, dtype=np.float32)
         elif isinstance(op, MlpOp):
-            for name, attr in (("W_in", op.w_in), ("b_in", op.b_in), ("W_out", op.w_out), ("b_out", op.b_out)):
+            for name, attr in (
+                ("W_in", op.w_in),
+                ("b_in", op.b_in),
+                ("W_out", op.w_out),
+                ("b_out", op.b_out),
+            ):
                 out[f"{prefix}.{name}"] = dense_to_numpy(attr)
     return out
 
 
-_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64",
-                       np.dtype(np.int32): "I32", np.dtype(np.bool_): "BOOL"}
+_SAFETENSORS_DTYPES = {
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float64): "F64",
+    np.dtype(np.int64): "I64",
+    np.dtype(np.int32): "I32",
+    np.dtype(np.bool_): "BOOL",
+}
 
 
 def safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
@@ -227,8 +315,11 @@ def safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -
         a = np.ascontiguousarray(arrays[name])
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
         data = a.tobytes()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[a.dtype],
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         chunks.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -258,19 +349,19 @@ def compile_one(spec: ProgramSpec, options: Options) -> Result:
     exhausted memory guard or a compiler error is the row's status)."""
     from raspc.errors import CompileError, RaspcError
 
-    install_memory_guard(options.memory_limit_mb)
+    guard = install_memory_guard(options.memory_limit_mb)
     record = _empty_record(spec)
     files: dict[str, bytes] = {}
     start = time.perf_counter()
     try:
-        with _Alarm(options.time_budget):
+        with _Alarm(options.time_budget), guard if guard is not None else contextlib.nullcontext():
             _compile_into(spec, options, record, files)
         record["status"] = COMPILED
     except _OverBudget:
         record["status"], record["error_class"] = TIMEOUT, "Timeout"
         record["reason"] = f"compilation took more than the {options.time_budget:g} s budget"
         files.clear()
-    except MemoryError:
+    except (_OverMemory, MemoryError):
         record["status"], record["error_class"] = MEMORY, "MemoryError"
         record["reason"] = f"compilation needed more than the {options.memory_limit_mb} MiB memory guard"
         files.clear()
@@ -284,24 +375,52 @@ def compile_one(spec: ProgramSpec, options: Options) -> Result:
         record["status"], record["error_class"], record["reason"] = ERROR, type(exc).__name__, _reason(exc)
         files.clear()
     seconds = time.perf_counter() - start
-    timing = {"id": spec.id, "compile_seconds": round(seconds, 4), "peak_rss_mb": peak_rss_mb(),
-              "worker": f"{os.uname().nodename}:{os.getpid()}"}
+    timing = {
+        "id": spec.id,
+        "compile_seconds": round(seconds, 4),
+        "peak_rss_mb": peak_rss_mb(),
+        "worker": f"{os.uname().nodename}:{os.getpid()}",
+    }
     return Result(spec.id, record, timing, files)
 
 
-_RESULT_KEYS = ("source", "rasp_ir", "vocab", "status", "error_class", "reason", "layers", "heads", "mlp_hidden",
-                "residual_width", "params", "nonzero_params", "output_encoding", "onnx_file", "onnx_sha256",
-                "onnx_bytes", "weights_file", "circuit_graph")
+_RESULT_KEYS = (
+    "source",
+    "rasp_ir",
+    "vocab",
+    "status",
+    "error_class",
+    "reason",
+    "layers",
+    "heads",
+    "mlp_hidden",
+    "residual_width",
+    "params",
+    "nonzero_params",
+    "output_encoding",
+    "onnx_file",
+    "onnx_sha256",
+    "onnx_bytes",
+    "weights_file",
+    "circuit_graph",
+)
 
 
 def _empty_record(spec: ProgramSpec) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": spec.id, "source_kind": spec.kind, "source_ref": spec.ref,
-                              "max_seq_len": spec.max_seq_len, "causal": spec.causal}
+    record: dict[str, Any] = {
+        "id": spec.id,
+        "source_kind": spec.kind,
+        "source_ref": spec.ref,
+        "max_seq_len": spec.max_seq_len,
+        "causal": spec.causal,
+    }
     record.update(dict.fromkeys(_RESULT_KEYS))
     return record
 
 
-def failure(spec: ProgramSpec, status: str, error_class: str, reason: str, seconds: float, worker: str = "") -> Result:
+def failure(
+    spec: ProgramSpec, status: str, error_class: str, reason: str, seconds: float, worker: str = ""
+) -> Result:
     """The row of a program whose worker was stopped or died (the driver writes it): no source or IR,
     which only a worker computes."""
     record = _empty_record(spec)
@@ -310,8 +429,17 @@ def failure(spec: ProgramSpec, status: str, error_class: str, reason: str, secon
     return Result(spec.id, record, timing)
 
 
-def _compile_into(spec: ProgramSpec, options: Options, record: dict[str, Any], files: dict[str, bytes]) -> None:
-    from raspc.compiler import DEFAULT_PIPELINE, compile_module, context, level_of, parse_ir, remaining_pipeline
+def _compile_into(
+    spec: ProgramSpec, options: Options, record: dict[str, Any], files: dict[str, bytes]
+) -> None:
+    from raspc.compiler import (
+        DEFAULT_PIPELINE,
+        compile_module,
+        context,
+        level_of,
+        parse_ir,
+        remaining_pipeline,
+    )
     from raspc.dialects.common import container_of
     from raspc.errors import IRError
     from raspc.lowering.program_to_rasp import program_to_rasp
@@ -323,8 +451,9 @@ def _compile_into(spec: ProgramSpec, options: Options, record: dict[str, Any], f
         module = parse_ir(spec.text or "", spec.filename or "<input>")
         level = level_of(module)
         input_spec = container_of(module).spec
-        record.update(vocab=_json(tuple(input_spec.vocab)), max_seq_len=input_spec.max_seq_len,
-                      causal=input_spec.causal)
+        record.update(
+            vocab=_json(tuple(input_spec.vocab)), max_seq_len=input_spec.max_seq_len, causal=input_spec.causal
+        )
         record["source"] = spec.text if level != "rasp" else None
         if level == "rasp":
             record["rasp_ir"] = spec.text
@@ -340,8 +469,12 @@ def _compile_into(spec: ProgramSpec, options: Options, record: dict[str, Any], f
     onnx_model = tensor_to_onnx(module)
     data = onnx_model.SerializeToString()
     record.update(model_stats(module))
-    record.update(onnx_file=f"models/{spec.id}.onnx", onnx_sha256=hashlib.sha256(data).hexdigest(),
-                  onnx_bytes=len(data), circuit_graph=circuit_graph_json(onnx_model))
+    record.update(
+        onnx_file=f"models/{spec.id}.onnx",
+        onnx_sha256=hashlib.sha256(data).hexdigest(),
+        onnx_bytes=len(data),
+        circuit_graph=circuit_graph_json(onnx_model),
+    )
     files["onnx"] = data
     if options.weights:
         meta = {p.key: p.value for p in onnx_model.metadata_props if p.key.startswith("raspc.")}
@@ -349,5 +482,22 @@ def _compile_into(spec: ProgramSpec, options: Options, record: dict[str, Any], f
         record["weights_file"] = f"weights/{spec.id}.safetensors"
 
 
-__all__ = ["Options", "Result", "compile_one", "failure", "build_program", "model_stats", "weight_arrays", "safetensors_bytes",
-           "install_memory_guard", "peak_rss_mb", "STATUSES", "COMPILED", "REFUSED", "TIMEOUT", "MEMORY", "ERROR"]
+__all__ = [
+    "Options",
+    "Result",
+    "compile_one",
+    "failure",
+    "build_program",
+    "model_stats",
+    "weight_arrays",
+    "safetensors_bytes",
+    "install_memory_guard",
+    "resident_bytes",
+    "peak_rss_mb",
+    "STATUSES",
+    "COMPILED",
+    "REFUSED",
+    "TIMEOUT",
+    "MEMORY",
+    "ERROR",
+]
