@@ -295,7 +295,7 @@ def raspc_structure(model: Any) -> dict[str, Any]:
             total += arr.size
             nonzero += int(np.count_nonzero(arr))
 
-    for op in model.module.ops:
+    for op in model.module.walk():  # the ops sit inside the tensor.model container
         if isinstance(op, EmbedOp):
             count(op.token_embedding, op.position_embedding)
         elif isinstance(op, AttentionHeadOp):

@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from raspc import compile_rasp_to_model, lib, rasp
 from raspc.errors import UnsupportedError
+from raspc.compiler import DEFAULT_PIPELINE
 from raspc.passes.lexicographic_widths import _lexicographic
+
+ALWAYS = DEFAULT_PIPELINE.replace("lexicographic-widths", "lexicographic-widths{min-ratio=0}")
 
 
 def _check(model, program, vocab, max_seq_len: int, n: int = 60, seed: int = 0) -> None:
@@ -65,8 +68,20 @@ def test_any_key_order_compiles_exactly(data: st.DataObject) -> None:
                                      rasp.Comparison.GEQ]))
     keys = rasp.SequenceMap(key, rasp.tokens, rasp.indices)
     program = rasp.SelectorWidth(rasp.Select(keys, keys, cmp))
-    model = compile_rasp_to_model(program, vocab, msl)
+    # min-ratio=0: rewrite these small keys too (by default only keys 4x more than their parts are)
+    model = compile_rasp_to_model(program, vocab, msl, pipeline=ALWAYS)
     _check(model, program, vocab, msl, n=20, seed=data.draw(st.integers(0, 1000)))
+
+
+def test_small_keys_keep_the_one_hot_by_default() -> None:
+    """At Tracr's sizes (4 tokens x 5 indices) the rewrite would only add layers: not done."""
+    program = lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=5, min_key=1)
+    default = compile_rasp_to_model(program, [1, 2, 3, 4], 5)
+    forced = compile_rasp_to_model(program, [1, 2, 3, 4], 5, pipeline=ALWAYS)
+    assert any(label.startswith("sequence_map") for label in default.residual_labels)
+    assert not any(label.startswith("sequence_map") for label in forced.residual_labels)
+    _check(default, program, [1, 2, 3, 4], 5)
+    _check(forced, program, [1, 2, 3, 4], 5)
 
 
 def test_order_detection() -> None:

@@ -18,7 +18,8 @@ widths, a linear sum, then the categorical width the program had). The residual 
 The rewrite is checked, not assumed: f's table over every pair of the operands' values must be
 strictly increasing in lexicographic order of some ranking of a's values and of b's (either
 operand major), with numbers only; `<`, `<=`, `>` and `>=` map to the matching rank relations.
-Keys that can be None, operands that can be None, and tables with holes are left alone.
+Keys that can be None, operands that can be None, tables with holes, and keys few enough that
+their one-hot is about as small as the parts (WORTH_IT) are left alone.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ from raspc.dialects.common import CATEGORICAL, NUMERICAL, InputSpec
 from raspc.passes.infer_value_sets import rasp_program
 from raspc.utils.naming import ssa_name
 from raspc.utils.values import is_number
+
+# The rewrite trades a one-hot of |a| x |b| keys (and its square relation) for two widths, a sum
+# and a copy, which cost two more MLP layers: worth it when the keys outnumber the parts 4 to 1
+# (make_sort from vocab = max_seq_len = 8 on; at Tracr's sizes, 4 x 5 keys, the model is unchanged).
+WORTH_IT = 4
 
 # rank relation of the deciding part, and whether a tie there lets the second part decide with <=
 _ORDER = {
@@ -76,7 +82,7 @@ def _lexicographic(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return row_rank, col_rank
 
 
-def lexicographic_keys(keys: SSAValue) -> LexicographicKeys | None:
+def lexicographic_keys(keys: SSAValue, min_ratio: int = WORTH_IT) -> LexicographicKeys | None:
     """How a sequence_map's values order its operand pairs, when that order is lexicographic."""
     op = keys.owner
     if not isinstance(op, R.SequenceMapOp) or op.fst == op.snd:
@@ -85,8 +91,8 @@ def lexicographic_keys(keys: SSAValue) -> LexicographicKeys | None:
     if not (a_t.is_categorical and b_t.is_categorical) or a_t.may_be_none or b_t.may_be_none or k_t.may_be_none:
         return None
     a_vals, b_vals = a_t.non_none_values, b_t.non_none_values
-    if len(a_vals) < 2 or len(b_vals) < 2:
-        return None
+    if len(a_vals) < 2 or len(b_vals) < 2 or len(a_vals) * len(b_vals) < min_ratio * (len(a_vals) + len(b_vals)):
+        return None  # few keys: their one-hot is as small, and costs fewer layers
     table = np.empty((len(a_vals), len(b_vals)), dtype=np.float64)
     for i, x in enumerate(a_vals):
         for j, y in enumerate(b_vals):
@@ -117,13 +123,14 @@ class SplitLexicographicWidth(RewritePattern):
     """selector_width(select(k, k, cmp)) with lexicographic k -> the sum of two small widths."""
 
     spec: InputSpec
+    min_ratio: int = WORTH_IT
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: R.SelectorWidthOp, rewriter: PatternRewriter) -> None:
         select = op.selector.owner
         if not isinstance(select, R.SelectOp) or select.keys != select.queries or select.comparison not in _ORDER:
             return
-        lex = lexicographic_keys(select.keys)
+        lex = lexicographic_keys(select.keys, self.min_ratio)
         if lex is None:
             return
         first, tie = _ORDER[select.comparison]
@@ -163,9 +170,11 @@ class LexicographicWidthsPass(ModulePass):
 
     name = "lexicographic-widths"
 
+    min_ratio: int = WORTH_IT  # rewrite when |a| x |b| >= min_ratio (|a| + |b|)
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         program = rasp_program(op, self.name, inferred=True)
-        pattern = SplitLexicographicWidth(program.spec)
+        pattern = SplitLexicographicWidth(program.spec, self.min_ratio)
         walker = PatternRewriteWalker(GreedyRewritePatternApplier([pattern]), apply_recursively=False)
         if walker.rewrite_module(op):
             infer_program(program)
