@@ -277,11 +277,17 @@ def stubborn(x):  # blocks the alarm: only the driver's deadline stops it
     return x
 
 
+def hog(x):  # 400 MiB, touched at once and held a moment: past a small memory guard within the budget
+    block = bytearray(400 * 2**20)
+    time.sleep(0.2)
+    return x if block else None
+
+
 PROGRAMS = {
     "fast": rasp.Map(lambda x: x, rasp.tokens),
     "sleepy": rasp.Map(sleepy, rasp.tokens),
     "stubborn": rasp.Map(stubborn, rasp.tokens),
-    "big": (rasp.Map(lambda x: x + 1, rasp.tokens), list(range(2000)), 4),
+    "big": rasp.Map(hog, rasp.tokens),
 }
 """
 
