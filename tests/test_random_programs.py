@@ -103,7 +103,7 @@ def test_seeded_random_programs(chunk: int) -> None:
 def test_known_bug_reproducer(bug: S.KnownBug) -> None:
     """XFAIL while the bug exists (and its recorded symptom still matches); FAIL once it is fixed."""
     gp = bug.reproducer()
-    outcome = S.check_program(gp, S.random_inputs(gp, random.Random(0), 10))
+    outcome = S.check_program(gp, [*bug.inputs, *S.random_inputs(gp, random.Random(0), 10)])
     if outcome.status in ("ok", "refused"):
         pytest.fail(f"known bug '{bug.id}' no longer reproduces ({outcome.status}): move it from KNOWN_BUGS to "
                     "REGRESSIONS in tests/strategies.py so the property test checks these programs again")
