@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import onnx
 import pytest
 
 from raspc import rasp
@@ -52,6 +53,11 @@ def test_random_dataset_rows_and_files(random_ds) -> None:
         if r["status"] == "compiled":
             data = (out / r["onnx_file"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == r["onnx_sha256"] and len(data) == r["onnx_bytes"]
+            # the ground-truth circuit graph: the model's own, when its export stores one
+            meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+            assert r["circuit_graph"] == meta.get("raspc.circuit_graph")
+            if r["circuit_graph"] is not None:
+                assert {"nodes", "edges"} <= set(json.loads(r["circuit_graph"]))
             assert r["layers"] >= 1 and r["residual_width"] > 0 and r["params"] >= r["nonzero_params"] > 0
             assert r["rasp_ir"].startswith("builtin.module")
         else:

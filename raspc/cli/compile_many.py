@@ -66,7 +66,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         type=int,
         default=4096,
         metavar="MIB",
-        help="address space a worker may grow by per program (default 4096; 0: none)",
+        help="resident memory a worker may grow by per program (default 4096; 0: none)",
     )
     m.add_argument("--weights", action="store_true", help="also write each model's weights as safetensors")
     m.add_argument("-p", "--pipeline", default=None, help="pass pipeline (default: raspc's)")

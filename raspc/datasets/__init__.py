@@ -108,7 +108,7 @@ def compile_many(
 
     - `backend`: "local" (worker processes, `workers` of them, default one per core) or "ray" (tasks on
       the cluster at `address`, or on the Ray instance this process started, or on a local one);
-    - `time_budget` seconds and `memory_limit_mb` MiB of address space per program (0: no limit);
+    - `time_budget` seconds and `memory_limit_mb` MiB of resident memory per program (0: no limit);
     - `weights`: also write each model's weights as safetensors;
     - `retry`: statuses to compile again on a rerun (e.g. ("timeout",)); others are skipped;
     - `vocab`, `max_seq_len`, `causal`: for library programs and Python programs without their own;

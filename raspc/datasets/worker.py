@@ -34,7 +34,7 @@ class Options:
     """What every worker is told: the per-program budget, the memory guard and what to write."""
 
     time_budget: float = 10.0  # seconds per program (0: none)
-    memory_limit_mb: int = 4096  # address space a worker may grow by (0: none)
+    memory_limit_mb: int = 4096  # resident memory a worker may grow by (0: none)
     weights: bool = False  # also return the weights as safetensors bytes
     pipeline: Optional[str] = None  # None: raspc's default pipeline
 
@@ -86,7 +86,7 @@ class _MemoryGuard:
     interrupts the compile (SIGUSR1 -> _OverMemory in the main thread) once it passes `limit_mb`.
 
     Resident, not virtual, memory: the compiler may reserve far more address space than it touches
-    (a value-set bitset allocated zeroed: 10 GB of address space for 60 MB resident, measured), so
+    (one random program reserves 10 GB of address space for 60 MB resident, measured), so
     an RLIMIT_AS at the limit would stop programs that fit. RLIMIT_AS stays as a backstop far above
     it (ADDRESS_SPACE_MARGIN_MB), and the driver stops a worker whose resident memory runs past the
     guard while a C call keeps this thread from running (raspc.datasets.local)."""
