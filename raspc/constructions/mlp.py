@@ -281,6 +281,17 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
         gs, m = gate
         inputs.update({g: m for g in gs})
         bias0, bias1 = bias0 - m, bias1 - m
+    if max(abs(bias0), abs(bias1)) < 2.0**22:
+        # The biases differ by exactly 1 in float32 too, as they do in exact arithmetic: round the
+        # larger one, derive the other (exact: it is smaller). Both units read the same rounded
+        # slope * x, so where both are on (x past the ramp) and their sums round alike, the step is
+        # exactly delta_out, not delta_out (1 +- an ulp), which a later head's scale would amplify.
+        if abs(bias1) >= abs(bias0):
+            b1 = np.float32(bias1)
+            bias0, bias1 = float(b1 + np.float32(1.0)), float(b1)
+        else:
+            b0 = np.float32(bias0)
+            bias0, bias1 = float(b0), float(b0 - np.float32(1.0))
     mlp.neuron(f"{tag}>", inputs, bias0, dict(delta_out))
     mlp.neuron(f"{tag}<", inputs, bias1, {k: -v for k, v in delta_out.items()})
 
