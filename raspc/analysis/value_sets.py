@@ -337,7 +337,7 @@ def possible_means(values: Sequence[Value], lo: int, hi: int, bound: int) -> tup
     offsets = np.array([i - base for i in ints], dtype=np.int64)
     span = int(offsets[-1])
     dense = span * hi <= 4_000_000  # a bitset over every reachable sum; else the sums as a sparse set
-    step = np.zeros(span + 1, dtype=bool)
+    step = np.zeros(span + 1 if dense else 1, dtype=bool)  # (a span of 1e9 would reserve gigabytes)
     if dense:
         step[offsets] = True
     reach = np.ones(1, dtype=bool)
