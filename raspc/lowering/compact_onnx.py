@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
@@ -35,16 +35,13 @@ from xdsl.passes import ModulePass
 from raspc.dialects import tensor as T
 from raspc.dialects.tensor import MASK_VALUE, NONE_THRESHOLD
 from raspc.lowering.tensor_to_onnx import (
-    DEFAULT_NAME,
     INPUT,
-    IR_VERSION,
-    OPSET,
     OUTPUT,
     RESIDUAL,
+    _graph_outputs,
     _GraphBuilder,
-    _metadata,
-    _model_doc,
     _scalar,
+    assemble_model,
 )
 
 GRAPH_KIND = "raspc.graph"  # metadata key: "compact" here (absent on the dense graph)
@@ -464,28 +461,8 @@ def tensor_to_compact_onnx(
     final = streams[model.readout.x]
     _emit_full_residual(b, final, model.d_model)
     _emit_readout(b, model.readout, final)
-
-    output_type = TensorProto.INT64 if model.readout.is_categorical else TensorProto.FLOAT
-    outputs = [
-        helper.make_tensor_value_info(OUTPUT, output_type, ["batch", "seq"]),
-        helper.make_tensor_value_info(RESIDUAL, TensorProto.FLOAT, ["batch", "seq", model.d_model]),
-    ]
-    if expose_attention:
-        for out_name, pattern in g.patterns:
-            g.node_named("Identity", [pattern], out_name)
-            outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", "seq", "seq"]))
-    if name is None:
-        name = model.name if model.name is not None else DEFAULT_NAME
-    graph = helper.make_graph(
-        g.nodes, name, [helper.make_tensor_value_info(INPUT, TensorProto.INT64, ["batch", "seq"])], outputs,
-        g.initializers, doc_string=f"RASP program '{name}' compiled by raspc (compact graph)",
-    )
-    onnx_model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="raspc", doc_string=_model_doc(model, name)
-    )
-    onnx_model.ir_version = IR_VERSION
-    helper.set_model_props(onnx_model, {**_metadata(model), GRAPH_KIND: '"compact"'})
-    return onnx_model
+    return assemble_model(g, _graph_outputs(g, expose_attention), name, "compact graph",
+                          {GRAPH_KIND: '"compact"'})
 
 
 @dataclass(frozen=True)

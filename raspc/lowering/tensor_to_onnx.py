@@ -367,11 +367,20 @@ def tensor_to_onnx(
     outputs = _graph_outputs(g, expose_attention)
     if hooks:
         outputs += _emit_hooks(g)
+    return assemble_model(g, outputs, name)
+
+
+def assemble_model(g: _GraphBuilder, outputs: list[onnx.ValueInfoProto], name: str | None,
+                   kind: str = "", metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """The ONNX model of a built graph: input `tokens`, the given outputs, opset and IR version,
+    docs, and the metadata a deployer needs (plus `metadata`). `kind` qualifies the graph's doc."""
+    model = g.model
     inputs = [helper.make_tensor_value_info(INPUT, TensorProto.INT64, ["batch", "seq"])]
     if name is None:
         name = model.name if model.name is not None else DEFAULT_NAME
     graph = helper.make_graph(
-        g.nodes, name, inputs, outputs, g.initializers, doc_string=f"RASP program '{name}' compiled by raspc"
+        g.nodes, name, inputs, outputs, g.initializers,
+        doc_string=f"RASP program '{name}' compiled by raspc" + (f" ({kind})" if kind else ""),
     )
     onnx_model = helper.make_model(
         graph,
@@ -380,7 +389,7 @@ def tensor_to_onnx(
         doc_string=_model_doc(model, name),
     )
     onnx_model.ir_version = IR_VERSION
-    helper.set_model_props(onnx_model, _metadata(model))
+    helper.set_model_props(onnx_model, {**_metadata(model), **(metadata or {})})
     return onnx_model
 
 
@@ -402,5 +411,5 @@ class ExportOnnxPass(ModulePass):
 
 __all__ = [
     "tensor_to_onnx", "ExportOnnxPass", "EMITTERS", "json_value", "OPSET", "IR_VERSION", "DEFAULT_NAME", "LOGITS",
-    "CIRCUIT_GRAPH",
+    "CIRCUIT_GRAPH", "assemble_model",
 ]
