@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as C  # noqa: E402
+import _common as C
 
 PROGRAMS = {
     "length": "lib.make_length()",
@@ -82,7 +82,7 @@ class NumpyReplay:
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         from raspc.interpreters.tensor import attention_mask, softmax
 
-        b, t = ids.shape
+        t = ids.shape[1]
         x = self.tok[ids] + self.pos[:t][None]
         mask = attention_mask(ids, self.pad_id, self.causal)
         layer, pending = -1, []
@@ -151,9 +151,10 @@ def measure_raspc(call: str, n: int, runs: int) -> dict[str, Any]:
     replay = NumpyReplay(model.module)
     compact = rt.session
     for label, ids_b in (("64", ids), ("1", ids[:1])):
-        res[f"compact_ms_{label}"] = ms_median(lambda: compact.run(["output"], {"tokens": ids_b}), runs)
-        res[f"dense_ms_{label}"] = ms_median(lambda: dense.run(["output"], {"tokens": ids_b}), runs)
-        res[f"limit_ms_{label}"] = ms_median(lambda: replay(ids_b), runs)
+        feed = {"tokens": ids_b}
+        res[f"compact_ms_{label}"] = ms_median(lambda feed=feed: compact.run(["output"], feed), runs)
+        res[f"dense_ms_{label}"] = ms_median(lambda feed=feed: dense.run(["output"], feed), runs)
+        res[f"limit_ms_{label}"] = ms_median(lambda x=ids_b: replay(x), runs)
     # the deployed and the transformer-shaped graphs must answer alike
     a = compact.run(["output"], {"tokens": ids})[0]
     b = dense.run(["output"], {"tokens": ids})[0]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as C  # noqa: E402
+import _common as C
 
 PROGRAMS = {  # name -> (call, alphabet or None for the ints 1..N)
     "make_length": ("lib.make_length()", None),

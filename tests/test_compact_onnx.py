@@ -13,18 +13,18 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from test_e2e_library import AT16, BIG, USUAL, Case
 
 from raspc import compile_rasp_to_model, lib, rasp
 from raspc.lowering.compact_onnx import GRAPH_KIND, partition_residual, tensor_to_compact_onnx
 from raspc.lowering.tensor_to_onnx import tensor_to_onnx
 from raspc.runtime import OnnxModel
-from test_e2e_library import AT16, BIG, USUAL, Case
 
 RNG_SEED = 0
 
 
 def _program(case: Case) -> rasp.SOp:
-    return eval(case.call, {"lib": lib, "rasp": rasp})  # noqa: S307 - the case list is ours
+    return eval(case.call, {"lib": lib, "rasp": rasp})
 
 
 def _compile(case: Case, program: rasp.SOp | None = None):

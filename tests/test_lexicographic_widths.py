@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raspc import compile_rasp_to_model, lib, rasp
-from raspc.errors import UnsupportedError
 from raspc.compiler import DEFAULT_PIPELINE
+from raspc.errors import UnsupportedError
 from raspc.passes.lexicographic_widths import _lexicographic
 
 ALWAYS = DEFAULT_PIPELINE.replace("lexicographic-widths", "lexicographic-widths{min-ratio=0}")

@@ -480,4 +480,4 @@ class ExportCompactOnnxPass(ModulePass):
             f.write(model.SerializeToString())
 
 
-__all__ = ["tensor_to_compact_onnx", "ExportCompactOnnxPass", "partition_residual", "ResidualPartition", "GRAPH_KIND"]
+__all__ = ["GRAPH_KIND", "ExportCompactOnnxPass", "ResidualPartition", "partition_residual", "tensor_to_compact_onnx"]

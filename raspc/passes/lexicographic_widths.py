@@ -180,4 +180,4 @@ class LexicographicWidthsPass(ModulePass):
             infer_program(program)
 
 
-__all__ = ["LexicographicWidthsPass", "lexicographic_keys", "LexicographicKeys"]
+__all__ = ["LexicographicKeys", "LexicographicWidthsPass", "lexicographic_keys"]
