@@ -150,7 +150,7 @@ class SplitLexicographicWidth(RewritePattern):
         for o in (w_major, w_tie, total):
             o.res.name_hint = ssa_name(o.label_str)
         for o in new:
-            rewriter.insert_op(o)
+            rewriter.insert(o)
             if isinstance(o, R.SOpOp):
                 infer_op(o, self.spec)
         # the categorical width the program had: the sum never exceeds it (the selects are disjoint),
@@ -159,7 +159,7 @@ class SplitLexicographicWidth(RewritePattern):
         table = R.TableAttr.of([((w,), w) for w in widths])
         width = R.MapOp(total.res, CATEGORICAL, table, w_label, op.src_str)
         width.res.name_hint = op.res.name_hint
-        rewriter.insert_op(width)
+        rewriter.insert(width)
         infer_op(width, self.spec)
         rewriter.replace(op, [], [width.res])
 
