@@ -268,6 +268,7 @@ def _project(g: _GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
     else:
         return g.node("MatMul", [x, g.init(f"{name}.W", w)], name)
     if np.all(coef == 1):
+        # an identity weight: the input itself, under the name the caller registered (onnxruntime drops it)
         return y if y != x else g.node("Identity", [x], name)
     return g.node("Mul", [y, g.init(f"{name}.coef", coef.astype(np.float32))], name)
 
@@ -306,7 +307,8 @@ def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
     pos_segs = b.part.covering(_nonzero_cols(pos))
     if tok_segs and not set(tok_segs) & set(pos_segs):  # separate tables: no Add
         # a position index per [batch, seq] slot, so position segments have the batch axis too
-        pos_ids = g.node("Add", [g.node("Mul", [INPUT, c_zero], "batch_zeros"), positions], "position_ids")
+        pos_ids = g.node("Add", [g.node("Mul", [INPUT, c_zero], "batch_zeros"), positions],
+                         "position_ids") if pos_segs else ""
         for segs, table, idx, what in ((tok_segs, tok, INPUT, "tokens"), (pos_segs, pos, pos_ids, "positions")):
             if not segs:
                 continue
