@@ -51,3 +51,19 @@ def test_the_pipeline_ends_verified_and_compiles() -> None:
     module = compile_module(_module(), RASP_PIPELINE)
     module.verify()
     assert isinstance(next(iter(module.ops)), R.ProgramOp)
+
+
+def test_a_select_predicate_over_too_many_pairs_is_refused_at_once() -> None:
+    """Fuzz seed 11, #2011 ran for minutes: a select comparing two inexact means (10,125 x 2,789
+    values) tabulated its predicate on every pair. Now the tabulation budget refuses it first."""
+    from raspc import compile_rasp_to_model
+    from raspc.errors import ValueSetError
+
+    mean_a = rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.GT),
+                                           rasp.numerical(rasp.ConstantSOp([1, -2, 0, 1, 3, -1, 3, 1, -2, 0, 3, 0.5,
+                                                                            0.2, 1, -2, 0.5])), default=-1))
+    mean_b = rasp.numerical(rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ),
+                                           rasp.numerical(rasp.ConstantSOp([0.2, 3, 0.1, -7, 0.3, 5])), default=0))
+    program = rasp.SelectorWidth(rasp.Select(mean_a, mean_b, rasp.Comparison.LT).named("compare_means"))
+    with pytest.raises(ValueSetError, match=r"'compare_means'.* value sets \d+ x \d+ are too large to tabulate"):
+        compile_rasp_to_model(program, [0, 1], 28)

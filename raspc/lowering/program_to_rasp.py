@@ -37,6 +37,7 @@ from raspc.utils.naming import FreshNames, ssa_name
 from raspc.utils.values import UnsupportedValue, Value, format_value, identity, normalize, sorted_values
 
 _ACCURACY = 2.0**-52
+MAX_TABULATED_PAIRS = 50_000  # calls of a user's two-argument function (sequence_map, select predicate)
 
 
 def _labels(exprs: Sequence[rasp.RASPExpr]) -> dict[int, str]:
@@ -303,7 +304,7 @@ class _Tracer:
         if expr.fst is expr.snd:
             rows: Iterable[tuple[Value, ...]] = ((v, v) for v in a.non_none)
         else:
-            if len(a.non_none) * len(b.non_none) > 50_000:
+            if len(a.non_none) * len(b.non_none) > MAX_TABULATED_PAIRS:
                 raise self.fail(expr, f"input value sets {len(a.non_none)} x {len(b.non_none)} are too large to "
                                       "tabulate", ValueSetError)
             rows = ((x, y) for x in a.non_none for y in b.non_none)
@@ -325,6 +326,9 @@ class _Tracer:
     def relation(self, expr: rasp.Select, pred: Any, keys: SOpFacts, queries: SOpFacts) -> R.RelationAttr:
         """The predicate over every key x query value (None included where the operands can be None)."""
         kv, qv = keys.values or (), queries.values or ()
+        if len(kv) * len(qv) > MAX_TABULATED_PAIRS:  # each pair is a call of the predicate
+            raise self.fail(expr, f"key and query value sets {len(kv)} x {len(qv)} are too large to tabulate "
+                                  "the predicate on", ValueSetError)
         m = np.full((len(qv), len(kv)), -1, np.int8)
         rows = [(k, q) for q in qv for k in kv]
         index = {(identity(k), identity(q)): (i, j) for i, q in enumerate(qv) for j, k in enumerate(kv)}
