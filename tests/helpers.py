@@ -51,3 +51,16 @@ def evaluate_rows(program: Any, rows: Sequence[Sequence[Any]]) -> list[tuple[lis
         except Exception:  # noqa: BLE001 - outside the program's domain: skipped
             continue
     return out
+
+
+_LIBRARY_MODELS: dict[str, Any] = {}
+
+
+def library_model(name: str) -> Any:
+    """The library program at its example vocabulary and length, compiled once per test process."""
+    from raspc import compile_rasp_to_model, lib
+
+    if name not in _LIBRARY_MODELS:
+        vocab, max_seq_len = lib.LIBRARY_EXAMPLE_VOCAB[name]
+        _LIBRARY_MODELS[name] = compile_rasp_to_model(lib.LIBRARY[name](max_seq_len=max_seq_len), vocab, max_seq_len)
+    return _LIBRARY_MODELS[name]

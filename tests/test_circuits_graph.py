@@ -8,22 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import library_model
 
 from raspc import compile_rasp_to_model, lib, rasp
 from raspc.analysis.circuit_graph import KINDS, VIAS, CircuitGraph, circuit_graph, split_mlp
 from raspc.analysis.composition import analysis_json, composition_scores, precision_recall
 from raspc.analysis.weights import ModelWeights
 from raspc.lowering.tensor_to_onnx import CIRCUIT_GRAPH
-
-_MODELS: dict[str, object] = {}
-
-
-def library_model(name: str):
-    """The library program at its example vocabulary and length, compiled once per test process."""
-    if name not in _MODELS:
-        vocab, max_seq_len = lib.LIBRARY_EXAMPLE_VOCAB[name]
-        _MODELS[name] = compile_rasp_to_model(lib.LIBRARY[name](max_seq_len=max_seq_len), vocab, max_seq_len)
-    return _MODELS[name]
 
 
 def craft_graph_edges(model) -> set[tuple[str, str, str]]:

@@ -12,21 +12,13 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import library_model
 
-from raspc import compile_rasp_to_model, lib, rasp
+from raspc import lib, rasp
 from raspc.runtime import OnnxModel
 
 HAS_TL = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformer_lens") is not None
 needs_tl = pytest.mark.skipif(not HAS_TL, reason="needs the tl extra (torch, transformer-lens): pip install -e '.[tl]'")
-
-_MODELS: dict[str, object] = {}
-
-
-def library_model(name: str):
-    if name not in _MODELS:
-        vocab, max_seq_len = lib.LIBRARY_EXAMPLE_VOCAB[name]
-        _MODELS[name] = compile_rasp_to_model(lib.LIBRARY[name](max_seq_len=max_seq_len), vocab, max_seq_len)
-    return _MODELS[name]
 
 
 def random_batch(name: str, model, rows: int = 24, seed: int = 0):
