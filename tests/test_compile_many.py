@@ -35,7 +35,9 @@ def _files(out: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def random_ds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("ds") / "random"
-    summary = compile_many(RANDOM, str(out), workers=2, progress=False)
+    # a generous budget: datasets are compared byte for byte, and a loaded machine must not turn a
+    # compile into a timeout in one of them
+    summary = compile_many(RANDOM, str(out), workers=2, progress=False, time_budget=120.0)
     return out, summary
 
 
@@ -122,7 +124,7 @@ def test_rerun_is_a_no_op(random_ds) -> None:
 
 def test_same_source_same_bytes_with_any_number_of_workers(random_ds, tmp_path: Path) -> None:
     out, _ = random_ds
-    compile_many(RANDOM, str(tmp_path / "one"), workers=1, progress=False)
+    compile_many(RANDOM, str(tmp_path / "one"), workers=1, progress=False, time_budget=120.0)
     assert _files(tmp_path / "one") == _files(out)
 
 
@@ -139,7 +141,7 @@ def test_resumes_after_an_interrupted_run(random_ds, tmp_path: Path) -> None:
         rec = json.loads(line)["record"]
         if rec["onnx_file"]:
             (copy / rec["onnx_file"]).write_bytes((out / rec["onnx_file"]).read_bytes())
-    summary = compile_many(RANDOM, str(copy), workers=2, progress=False)
+    summary = compile_many(RANDOM, str(copy), workers=2, progress=False, time_budget=120.0)
     assert summary.compiled_now == 9 and summary.skipped == 5
     assert _files(copy) == _files(out)
 
@@ -301,7 +303,8 @@ PROGRAMS = {
 def test_time_budget_and_memory_guard(tmp_path: Path) -> None:
     (tmp_path / "slow.py").write_text(SLOW_FILE)
     summary = compile_many(
-        str(tmp_path / "slow.py"), str(tmp_path / "out"), time_budget=1.0, memory_limit_mb=60, progress=False
+        # a budget the fast program keeps even on a loaded machine; the slow ones sleep 30 s
+        str(tmp_path / "slow.py"), str(tmp_path / "out"), time_budget=5.0, memory_limit_mb=60, progress=False
     )
     status = {r["id"]: r["status"] for r in read_index(tmp_path / "out")}
     assert status == {
@@ -365,7 +368,7 @@ def test_ray_backend_gives_the_same_dataset_under_the_same_guards(random_ds, tmp
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         out, _ = random_ds
-        summary = compile_many(RANDOM, str(tmp_path / "ray"), backend="ray", progress=False)
+        summary = compile_many(RANDOM, str(tmp_path / "ray"), backend="ray", progress=False, time_budget=120.0)
         assert summary.backend == "ray" and summary.workers == 2
         assert _files(tmp_path / "ray") == _files(out)
         assert ray.is_initialized()  # a Ray instance the caller started is left running
@@ -377,7 +380,7 @@ def test_ray_backend_gives_the_same_dataset_under_the_same_guards(random_ds, tmp
             str(tmp_path / "slow.py"),
             str(tmp_path / "slow"),
             backend="ray",
-            time_budget=1.0,
+            time_budget=5.0,  # kept by the fast program even on a loaded machine
             memory_limit_mb=60,
             progress=False,
         )
