@@ -124,13 +124,16 @@ def partition_residual(d_model: int, writers: list[np.ndarray], readers: list[np
 # --------------------------------------------------------------------------- segment tensors in the graph
 
 
-@dataclass
+@dataclass(eq=False)
 class _Chunk:
-    """An ONNX tensor [B, T, width] holding some segments side by side."""
+    """An ONNX tensor [B, T, width] holding some segments side by side (a tensor may be read as
+    more than one chunk: an identity projection's output is its input, holding other segments)."""
 
     name: str
     segments: list[int]
     offsets: list[int]  # column of each segment in the chunk
+    width: int
+    order: int  # creation order: reads concatenate chunks in it, neighbours becoming one slice
 
 
 @dataclass
@@ -146,28 +149,31 @@ class _CompactBuilder:
         self.part = partition
         self.expose_attention = expose_attention
         self.batch_zeros = ""
-        self.chunk_order: dict[str, int] = {}  # chunk name -> creation order (to order reads)
-        self.c_axis2 = ""
+        self.constants: dict[str, str] = {}
+        self.n_chunks = 0
 
-    def axis2(self) -> str:
-        if not self.c_axis2:
-            self.c_axis2 = self.g.init("const.axes_2", np.array([2], dtype=np.int64))
-        return self.c_axis2
+    def const(self, name: str, value: np.ndarray) -> str:
+        """A constant initializer, made once per name."""
+        if name not in self.constants:
+            self.constants[name] = self.g.init(name, value)
+        return self.constants[name]
 
     def chunk(self, name: str, segments: list[int]) -> _Chunk:
+        """The tensor `name` read as the given segments side by side."""
         sizes = [len(self.part.segments[s]) for s in segments]
-        offsets = list(np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)) if sizes else []
-        self.chunk_order[name] = len(self.chunk_order)
-        return _Chunk(name, segments, offsets)
+        offsets = [int(o) for o in np.cumsum([0, *sizes])]
+        self.n_chunks += 1
+        return _Chunk(name, segments, offsets[:-1], offsets[-1], self.n_chunks)
 
     def zeros(self, width: int) -> str:
         """A zero tensor [B, T, width] (for residual dims nothing writes)."""
         g = self.g
         if not self.batch_zeros:
-            c_axis = g.init("const.axes_m1", np.array([-1], dtype=np.int64))
-            ids = g.node("Unsqueeze", [INPUT, c_axis], "zeros.ids")  # [B, T, 1]
-            self.batch_zeros = g.node("Cast", [g.node("Mul", [ids, g.init("const.zero_i64", _scalar(0, np.int64))],
-                                                           "zeros.i64")], "zeros.f32", to=TensorProto.FLOAT)
+            ids = g.node("Unsqueeze", [INPUT, self.const("const.axes_m1", np.array([-1], dtype=np.int64))],
+                         "zeros.ids")  # [B, T, 1]
+            zero = self.const("const.zero_i64", _scalar(0, np.int64))
+            self.batch_zeros = g.node("Cast", [g.node("Mul", [ids, zero], "zeros.i64")], "zeros.f32",
+                                      to=TensorProto.FLOAT)
         return g.node("Tile", [self.batch_zeros, g.init("zeros.repeats", np.array([1, 1, width], dtype=np.int64))],
                       "zeros")
 
@@ -179,11 +185,15 @@ class _CompactBuilder:
         """Columns of segments first..last (indices into chunk.segments) of a chunk."""
         if first == 0 and last == len(chunk.segments) - 1:
             return chunk.name
-        start = chunk.offsets[first]
         stop = chunk.offsets[last] + len(self.part.segments[chunk.segments[last]])
+        return self.columns(chunk.name, chunk.offsets[first], stop, name)
+
+    def columns(self, tensor: str, start: int, stop: int, name: str) -> str:
+        """Columns start..stop-1 of a [B, T, width] tensor."""
         starts = self.g.init(f"{name}.start", np.array([start], dtype=np.int64))
         stops = self.g.init(f"{name}.stop", np.array([stop], dtype=np.int64))
-        return self.g.node("Slice", [chunk.name, starts, stops, self.axis2()], name)
+        axis = self.const("const.axes_2", np.array([2], dtype=np.int64))
+        return self.g.node("Slice", [tensor, starts, stops, axis], name)
 
     def read(self, stream: _Stream, dims: np.ndarray, name: str) -> tuple[str, np.ndarray] | None:
         """A tensor of the segments holding `dims` in `stream`, and the residual dim of each of its
@@ -192,33 +202,23 @@ class _CompactBuilder:
         if not segs:
             return None
         # order by where segments live, so neighbours in one chunk become one slice
-        segs.sort(key=lambda s: (self.chunk_order[stream.where[s][0].name], stream.where[s][1]))
-        pieces: list[str] = []
-        run: list[int] = []  # indices into the current chunk's segments
-
-        def flush() -> None:
-            chunk = stream.where[segs_in_run[0]][0]
-            pieces.append(self.slice(chunk, run[0], run[-1], f"{name}.part"))
-
-        segs_in_run: list[int] = []
+        segs.sort(key=lambda s: (stream.where[s][0].order, stream.where[s][1]))
+        runs: list[tuple[_Chunk, int, int]] = []  # (chunk, first, last index of its segments)
         for s in segs:
             chunk, i = stream.where[s]
-            if run and stream.where[segs_in_run[0]][0] is chunk and i == run[-1] + 1:
-                run.append(i)
-                segs_in_run.append(s)
-                continue
-            if run:
-                flush()
-            run, segs_in_run = [i], [s]
-        flush()
+            if runs and runs[-1][0] is chunk and runs[-1][2] == i - 1:
+                runs[-1] = (chunk, runs[-1][1], i)
+            else:
+                runs.append((chunk, i, i))
+        pieces = [self.slice(chunk, first, last, f"{name}.part") for chunk, first, last in runs]
         x = pieces[0] if len(pieces) == 1 else self.g.node("Concat", pieces, name, axis=2)
         return x, np.concatenate([self.part.segments[s] for s in segs])
 
-    def write(self, name: str, dims: np.ndarray) -> tuple[_Chunk, np.ndarray]:
-        """A chunk for a block output over the segments holding `dims`, and its columns' dims."""
+    def write(self, dims: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """The segments a block output holding `dims` covers, and the residual dim of each column."""
         segs = self.part.covering(dims)
         cols = [self.part.segments[s] for s in segs]
-        return self.chunk(name, segs), np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+        return segs, np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
 
     def merge(self, streams: list[_Stream], name: str) -> _Stream:
         """The sum of residual streams: segments held by one are shared, others are added."""
@@ -268,8 +268,7 @@ def _project(g: _GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
     else:
         return g.node("MatMul", [x, g.init(f"{name}.W", w)], name)
     if np.all(coef == 1):
-        # an identity weight: the input itself, under the name the caller registered (onnxruntime drops it)
-        return y if y != x else g.node("Identity", [x], name)
+        return y  # the input itself when w is the identity
     return g.node("Mul", [y, g.init(f"{name}.coef", coef.astype(np.float32))], name)
 
 
@@ -295,7 +294,7 @@ def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
     g = b.g
     tok = T.dense_to_numpy(embed.token_embedding)
     pos = T.dense_to_numpy(embed.position_embedding)
-    c_zero = g.init("const.zero_i64", _scalar(0, np.int64))
+    c_zero = b.const("const.zero_i64", _scalar(0, np.int64))
     seq_len_1d = g.node("Shape", [INPUT], "seq_len_1d", start=1, end=2)
     c_start = g.init("const.start_0", np.array([0], dtype=np.int64))
     positions = g.node("Slice", [g.init("const.positions", np.arange(len(pos), dtype=np.int64)), c_start,
@@ -330,7 +329,7 @@ def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Str
     g, w = b.g, blk.weights
     op = blk.op
     assert isinstance(op, T.AttentionHeadOp)
-    out_chunk, out_dims = b.write(f"{prefix}.out", blk.writes)
+    out_segs, out_dims = b.write(blk.writes)
     if not len(out_dims) and not b.expose_attention:
         return _Stream()
     read = {k: b.read(x, blk.reads[k], f"{prefix}.x_{k}") for k in "qkv"}
@@ -352,13 +351,13 @@ def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Str
         return _Stream()
     z = g.node("MatMul", [pattern, proj["v"]], f"{prefix}.z")
     out = _Stream()
-    b.put(out, _Chunk(_project(g, z, w["o"][:, out_dims], out_chunk.name), out_chunk.segments, out_chunk.offsets))
+    b.put(out, b.chunk(_project(g, z, w["o"][:, out_dims], f"{prefix}.out"), out_segs))
     return out
 
 
 def _emit_mlp(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Stream:
     g, w = b.g, blk.weights
-    out_chunk, out_dims = b.write(f"{prefix}.out", blk.writes)
+    out_segs, out_dims = b.write(blk.writes)
     if not len(out_dims):
         return _Stream()
     r = b.read(x, blk.reads["in"], f"{prefix}.x")
@@ -369,9 +368,9 @@ def _emit_mlp(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Stre
         pre = g.node("Add", [_project(g, r[0], w["w_in"][r[1]], f"{prefix}.x_W_in"), b_in], f"{prefix}.pre")
     hidden = g.node("Relu", [pre], f"{prefix}.hidden")
     b_out = g.init(f"{prefix}.b_out", w["b_out"][out_dims])
-    y = g.node("Add", [_project(g, hidden, w["w_out"][:, out_dims], f"{prefix}.hidden_W_out"), b_out], out_chunk.name)
+    y = g.node("Add", [_project(g, hidden, w["w_out"][:, out_dims], f"{prefix}.hidden_W_out"), b_out], f"{prefix}.out")
     out = _Stream()
-    b.put(out, _Chunk(y, out_chunk.segments, out_chunk.offsets))
+    b.put(out, b.chunk(y, out_segs))
     return out
 
 
@@ -388,7 +387,7 @@ def _emit_readout(b: _CompactBuilder, op: T.ReadoutOp, x: _Stream) -> None:
             "Gather", [r[0], g.init("readout.dims", cols)], "readout.values", axis=2)
         c_thr = g.init("const.none_threshold", _scalar(NONE_THRESHOLD, np.float32))
         c_none = g.init("const.minus_one_i64", _scalar(-1, np.int64))
-        c_last = g.init("const.axes_m1", np.array([-1], dtype=np.int64))
+        c_last = b.const("const.axes_m1", np.array([-1], dtype=np.int64))
         idx = g.node("ArgMax", [values], "readout.argmax", axis=-1, keepdims=0)
         mx = g.node("ReduceMax", [values, c_last], "readout.max", keepdims=0)
         is_none = g.node("Less", [mx, c_thr], "readout.is_none")
@@ -400,14 +399,16 @@ def _emit_readout(b: _CompactBuilder, op: T.ReadoutOp, x: _Stream) -> None:
 def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
     """The `residual` output [B, T, D]: runs of consecutive dims cut from the final segments and
     concatenated in residual order (a copy, no gather), zeros where nothing writes."""
-    g = b.g
+    def held(dim: int) -> bool:
+        return int(b.part.segment_of[dim]) in x.where  # (-1, never written, is in no stream)
+
     pieces: list[str] = []
     d = 0
     while d < d_model:
         s = int(b.part.segment_of[d])
-        if s < 0 or s not in x.where:  # a run of dims nothing wrote: zeros
+        if not held(d):  # a run of dims nothing wrote: zeros
             end = d
-            while end < d_model and (b.part.segment_of[end] < 0 or int(b.part.segment_of[end]) not in x.where):
+            while end < d_model and not held(end):
                 end += 1
             pieces.append(b.zeros(end - d))
             d = end
@@ -419,18 +420,15 @@ def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
         while end + 1 < len(dims) and dims[end + 1] == dims[end] + 1:
             end += 1
         start_col = chunk.offsets[i] + k
-        if start_col == 0 and end - k + 1 == _width(b, chunk):
+        if start_col == 0 and end - k + 1 == chunk.width:
             pieces.append(chunk.name)
         else:
-            starts = g.init("residual.start", np.array([start_col], dtype=np.int64))
-            stops = g.init("residual.stop", np.array([start_col + end - k + 1], dtype=np.int64))
-            pieces.append(g.node("Slice", [chunk.name, starts, stops, b.axis2()], "residual.part"))
+            pieces.append(b.columns(chunk.name, start_col, start_col + end - k + 1, "residual.part"))
         d = int(dims[end]) + 1
-    g.node_named("Concat" if len(pieces) > 1 else "Identity", pieces, RESIDUAL, **({"axis": 2} if len(pieces) > 1 else {}))
-
-
-def _width(b: _CompactBuilder, chunk: _Chunk) -> int:
-    return sum(len(b.part.segments[s]) for s in chunk.segments)
+    if len(pieces) > 1:
+        b.g.node_named("Concat", pieces, RESIDUAL, axis=2)
+    else:
+        b.g.node_named("Identity", pieces, RESIDUAL)
 
 
 # --------------------------------------------------------------------------- the model
