@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from raspc.analysis.weights import HeadWeights, ModelWeights
+from raspc.analysis.weights import HeadWeights, ModelWeights, nonzero_cols, nonzero_rows
 
 VIAS = ("Q", "K", "V", "mlp_in", "readout")
 KINDS = ("embed", "head", "mlp", "readout")
@@ -132,14 +132,6 @@ class CircuitGraph:
 # --------------------------------------------------------------------------- building
 
 
-def _nonzero_rows(m: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.any(m != 0, axis=1)) if m.size else np.zeros(0, np.int64)
-
-
-def _nonzero_cols(m: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.any(m != 0, axis=0)) if m.size else np.zeros(0, np.int64)
-
-
 def split_mlp(label: str, w_out: np.ndarray, labels: tuple[str, ...]) -> list[tuple[str, int, int]]:
     """A layer MLP's blocks as (label, first unit, stop unit): the tensor level joins the blocks'
     labels with `+` and their hidden units in that order, and each block writes the space named
@@ -192,7 +184,7 @@ def circuit_graph(weights: ModelWeights) -> CircuitGraph:
     nodes: list[Node] = []
 
     # the embedding: one node per space it writes, in residual order
-    embedded = np.union1d(_nonzero_cols(weights.token_embedding), _nonzero_cols(weights.position_embedding))
+    embedded = np.union1d(nonzero_cols(weights.token_embedding), nonzero_cols(weights.position_embedding))
     by_space: dict[str, list[int]] = {}
     for i in embedded.tolist():
         by_space.setdefault(space_of(labels[i]), []).append(i)
@@ -209,12 +201,12 @@ def circuit_graph(weights: ModelWeights) -> CircuitGraph:
         for h in weights.heads_in(layer):
             node = _head_node(h)
             for via, m in (("Q", h.w_q), ("K", h.w_k), ("V", h.w_v)):
-                reads.append((node, via, _nonzero_rows(m)))
-            blocks.append((node, _nonzero_cols(h.w_o)))
+                reads.append((node, via, nonzero_rows(m)))
+            blocks.append((node, nonzero_cols(h.w_o)))
         for node, w_in, w_out in mlps:
             if node.layer == layer:
-                reads.append((node, "mlp_in", _nonzero_rows(w_in)))
-                blocks.append((node, _nonzero_cols(w_out)))
+                reads.append((node, "mlp_in", nonzero_rows(w_in)))
+                blocks.append((node, nonzero_cols(w_out)))
     readout = Node("readout", weights.n_layers, "readout", "readout",
                    space_of(labels[weights.readout_dims[0]]) if weights.readout_dims else None,
                    order=2 * weights.n_layers + 1)

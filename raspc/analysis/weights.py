@@ -19,6 +19,16 @@ import numpy as np
 from raspc.errors import InputError
 
 
+def nonzero_rows(*matrices: np.ndarray) -> np.ndarray:
+    """The rows (residual dims, for a matrix that reads the residual) where any matrix is non-zero."""
+    return np.flatnonzero(np.any(np.concatenate(matrices, axis=1) != 0, axis=1))
+
+
+def nonzero_cols(*matrices: np.ndarray) -> np.ndarray:
+    """The columns (residual dims, for a matrix that writes it) where any matrix is non-zero."""
+    return np.flatnonzero(np.any(np.concatenate(matrices, axis=0) != 0, axis=0))
+
+
 @dataclass(frozen=True)
 class HeadWeights:
     """One attention head: softmax((x W_Q)(x W_K)^T * scale + mask) (x W_V) W_O."""
@@ -210,4 +220,4 @@ def _from_parts(meta: dict[str, Any], inits: dict[str, np.ndarray]) -> ModelWeig
     )
 
 
-__all__ = ["ModelWeights", "HeadWeights", "MlpWeights"]
+__all__ = ["ModelWeights", "HeadWeights", "MlpWeights", "nonzero_rows", "nonzero_cols"]

@@ -32,6 +32,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from raspc.analysis.weights import nonzero_cols, nonzero_rows
 from raspc.dialects import tensor as T
 from raspc.dialects.tensor import MASK_VALUE, NONE_THRESHOLD
 from raspc.lowering.tensor_to_onnx import (
@@ -48,16 +49,6 @@ GRAPH_KIND = "raspc.graph"  # metadata key: "compact" here (absent on the dense 
 
 
 # --------------------------------------------------------------------------- which dims each block touches
-
-
-def _nonzero_rows(*weights: np.ndarray) -> np.ndarray:
-    """Residual dims (rows) any of `weights` reads."""
-    return np.flatnonzero(np.any(np.concatenate(weights, axis=1) != 0, axis=1))
-
-
-def _nonzero_cols(*weights: np.ndarray) -> np.ndarray:
-    """Residual dims (columns) any of `weights` writes."""
-    return np.flatnonzero(np.any(np.concatenate(weights, axis=0) != 0, axis=0))
 
 
 @dataclass
@@ -77,13 +68,13 @@ def _block(op: T.AttentionHeadOp | T.MlpOp) -> _Block:
         qk = np.any(w["q"] != 0, axis=0) & np.any(w["k"] != 0, axis=0)
         ov = np.any(w["v"] != 0, axis=0) & np.any(w["o"] != 0, axis=1)
         w = {"q": w["q"][:, qk], "k": w["k"][:, qk], "v": w["v"][:, ov], "o": w["o"][ov, :]}
-        reads = {k: _nonzero_rows(w[k]) for k in "qkv"}
-        return _Block(op, w, reads, _nonzero_cols(w["o"]))
+        reads = {k: nonzero_rows(w[k]) for k in "qkv"}
+        return _Block(op, w, reads, nonzero_cols(w["o"]))
     w = {k: T.dense_to_numpy(getattr(op, k)) for k in ("w_in", "b_in", "w_out", "b_out")}
     # a hidden unit that writes nothing, or is never positive (no input, bias <= 0), adds only zeros
     live = np.any(w["w_out"] != 0, axis=1) & (np.any(w["w_in"] != 0, axis=0) | (w["b_in"] > 0))
     w = {"w_in": w["w_in"][:, live], "b_in": w["b_in"][live], "w_out": w["w_out"][live, :], "b_out": w["b_out"]}
-    return _Block(op, w, {"in": _nonzero_rows(w["w_in"])}, _nonzero_cols(w["w_out"], w["b_out"][None, :]))
+    return _Block(op, w, {"in": nonzero_rows(w["w_in"])}, nonzero_cols(w["w_out"], w["b_out"][None, :]))
 
 
 @dataclass(frozen=True)
@@ -302,8 +293,8 @@ def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
     if g.model.heads:
         g.mask = _emit_static_mask(g, seq_len_1d, len(pos))
     stream = _Stream()
-    tok_segs = b.part.covering(_nonzero_cols(tok))
-    pos_segs = b.part.covering(_nonzero_cols(pos))
+    tok_segs = b.part.covering(nonzero_cols(tok))
+    pos_segs = b.part.covering(nonzero_cols(pos))
     if tok_segs and not set(tok_segs) & set(pos_segs):  # separate tables: no Add
         # a position index per [batch, seq] slot, so position segments have the batch axis too
         pos_ids = g.node("Add", [g.node("Mul", [INPUT, c_zero], "batch_zeros"), positions],
@@ -446,7 +437,7 @@ def tensor_to_compact_onnx(
     readout_dims = np.array(model.readout.dims_list, dtype=np.int64)
     part = partition_residual(
         model.d_model,
-        writers=[_nonzero_cols(tok), _nonzero_cols(pos), *(blk.writes for blk in blocks)],
+        writers=[nonzero_cols(tok), nonzero_cols(pos), *(blk.writes for blk in blocks)],
         readers=[*(dims for blk in blocks for dims in blk.reads.values()), readout_dims],
     )
     b = _CompactBuilder(g, part, expose_attention)
