@@ -34,7 +34,7 @@ from xdsl.passes import ModulePass
 
 from raspc.analysis.weights import nonzero_cols, nonzero_rows
 from raspc.dialects import tensor as T
-from raspc.dialects.tensor import MASK_VALUE, NONE_THRESHOLD
+from raspc.dialects.tensor import NONE_THRESHOLD
 from raspc.lowering.tensor_to_onnx import (
     INPUT,
     OUTPUT,
@@ -43,6 +43,7 @@ from raspc.lowering.tensor_to_onnx import (
     _GraphBuilder,
     _scalar,
     assemble_model,
+    emit_mask,
 )
 
 GRAPH_KIND = "raspc.graph"  # metadata key: "compact" here (absent on the dense graph)
@@ -264,23 +265,6 @@ def _project(g: _GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
 
 
 
-def _emit_static_mask(g: _GraphBuilder, seq_len_1d: str, n_positions: int) -> str:
-    """The dense graph's additive mask in fewer nodes: its position part (future keys when causal,
-    else every key but BOS for the BOS query) is a constant cut to [T, T]; PAD keys are added."""
-    spec = g.model.spec
-    q, k = np.arange(n_positions)[:, None], np.arange(n_positions)[None, :]
-    hidden = (k > q) if spec.causal else ((q == 0) & (k > 0))
-    static = g.init("mask.positions", np.where(hidden, MASK_VALUE, 0.0).astype(np.float32))
-    ends = g.node("Concat", [seq_len_1d, seq_len_1d], "mask.ends", axis=0)
-    zeros = g.init("mask.starts", np.array([0, 0], dtype=np.int64))
-    square = g.node("Slice", [static, zeros, ends], "mask.square")  # [T, T]
-    is_pad = g.node("Equal", [INPUT, g.init("const.pad_id", _scalar(spec.pad_id, np.int64))], "mask.key_is_pad")
-    pad_keys = g.node("Unsqueeze", [is_pad, g.init("const.axes_1", np.array([1], dtype=np.int64))],
-                      "mask.key_is_pad_b1t")  # [B, 1, T]
-    c_mask = g.init("const.mask_value", _scalar(MASK_VALUE, np.float32))
-    return g.node("Where", [pad_keys, c_mask, square], "mask")
-
-
 def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
     g = b.g
     tok = T.dense_to_numpy(embed.token_embedding)
@@ -291,7 +275,7 @@ def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
     positions = g.node("Slice", [g.init("const.positions", np.arange(len(pos), dtype=np.int64)), c_start,
                                  seq_len_1d], "positions")
     if g.model.heads:
-        g.mask = _emit_static_mask(g, seq_len_1d, len(pos))
+        g.mask = emit_mask(g, seq_len_1d, len(pos))
     stream = _Stream()
     tok_segs = b.part.covering(nonzero_cols(tok))
     pos_segs = b.part.covering(nonzero_cols(pos))

@@ -125,31 +125,26 @@ def _emit_embed(g: _GraphBuilder, op: T.EmbedOp) -> None:
     g.names[op.res] = g.node("Add", [tok_part, pos_part], "embed")
     g.embed_parts = (tok_part, pos_part, g.names[op.res])
     if g.model.heads:  # built once, here, so every head reads the same mask
-        g.mask = _emit_mask(g, positions, c_zero, c_axes0)
+        g.mask = emit_mask(g, seq_len_1d, op.num_positions)
 
 
-def _emit_mask(g: _GraphBuilder, positions: str, c_zero: str, c_axes0: str) -> str:
-    """The additive attention mask [B, T, T]: MASK_VALUE where a query must not see a key."""
+def emit_mask(g: _GraphBuilder, seq_len_1d: str, n_positions: int) -> str:
+    """The additive attention mask [B, T, T]: MASK_VALUE where a query must not see a key. Its
+    position part (future keys when causal; else every key but BOS for the BOS query, so position
+    0 computes the same constants for every input, which the compiler relies on) is a constant cut
+    to [T, T]; PAD keys are added from the input."""
     spec = g.model.spec
-    c_pad = g.init("const.pad_id", _scalar(spec.pad_id, np.int64))
-    c_neg = g.init("const.mask_value", _scalar(MASK_VALUE, np.float32))
-    c_fzero = g.init("const.zero_f32", _scalar(0.0, np.float32))
-    c_axis1 = g.init("const.axes_1", np.array([1], dtype=np.int64))
-    is_pad = g.node("Equal", [INPUT, c_pad], "mask.key_is_pad")  # [B, T]
-    masked = g.node("Unsqueeze", [is_pad, c_axis1], "mask.key_is_pad_b1t")  # [B, 1, T]
-    q_pos = g.node("Unsqueeze", [positions, c_axis1], "mask.query_pos")  # [T, 1]
-    k_pos = g.node("Unsqueeze", [positions, c_axes0], "mask.key_pos")  # [1, T]
-    if spec.causal:
-        future = g.node("Greater", [k_pos, q_pos], "mask.future")  # [T, T]
-        masked = g.node("Or", [masked, future], "mask.masked")  # [B, T, T]
-    else:
-        # BOS (query 0) attends only to itself, so position 0 computes the same constants
-        # for every input (the compiler relies on it); causal masking implies it.
-        q_is_bos = g.node("Equal", [q_pos, c_zero], "mask.query_is_bos")  # [T, 1]
-        k_not_bos = g.node("Greater", [k_pos, c_zero], "mask.key_not_bos")  # [1, T]
-        bos_row = g.node("And", [q_is_bos, k_not_bos], "mask.bos_row")  # [T, T]
-        masked = g.node("Or", [masked, bos_row], "mask.masked")  # [B, T, T]
-    return g.node("Where", [masked, c_neg, c_fzero], "mask")
+    q, k = np.arange(n_positions)[:, None], np.arange(n_positions)[None, :]
+    hidden = (k > q) if spec.causal else ((q == 0) & (k > 0))
+    static = g.init("mask.positions", np.where(hidden, MASK_VALUE, 0.0).astype(np.float32))
+    ends = g.node("Concat", [seq_len_1d, seq_len_1d], "mask.ends", axis=0)
+    zeros = g.init("mask.starts", np.array([0, 0], dtype=np.int64))
+    square = g.node("Slice", [static, zeros, ends], "mask.square")  # [T, T]
+    is_pad = g.node("Equal", [INPUT, g.init("const.pad_id", _scalar(spec.pad_id, np.int64))], "mask.key_is_pad")
+    pad_keys = g.node("Unsqueeze", [is_pad, g.init("const.axes_1", np.array([1], dtype=np.int64))],
+                      "mask.key_is_pad_b1t")  # [B, 1, T]
+    c_mask = g.init("const.mask_value", _scalar(MASK_VALUE, np.float32))
+    return g.node("Where", [pad_keys, c_mask, square], "mask")
 
 
 def _emit_attention_head(g: _GraphBuilder, op: T.AttentionHeadOp) -> None:
