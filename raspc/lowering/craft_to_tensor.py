@@ -42,20 +42,22 @@ def factor_bilinear(weights: C.SparseMatrixAttr, index: dict[str, int], d_model:
     # residual order, so classes are numbered the same way whatever order the labels came in
     r_order, c_order = np.argsort(r_res, kind="stable"), np.argsort(c_res, kind="stable")
     w, r_res, c_res = w[r_order][:, c_order], r_res[r_order], c_res[c_order]
-    row_class, row_first = _classes(w)
-    col_class, col_first = _classes(w.T)
-    if len(row_first) <= len(col_first):
-        a = np.zeros((d_model, len(row_first)), np.float32)
-        live = row_class >= 0
-        a[r_res[live], row_class[live]] = 1.0
-        b = np.zeros((d_model, len(row_first)), np.float32)
-        b[c_res, :] = w[row_first, :].T
-        return a, b
-    b = np.zeros((d_model, len(col_first)), np.float32)
-    live = col_class >= 0
-    b[c_res[live], col_class[live]] = 1.0
-    a = np.zeros((d_model, len(col_first)), np.float32)
-    a[r_res, :] = w[:, col_first]
+    rows, cols = _classes(w), _classes(w.T)
+    if len(rows[1]) <= len(cols[1]):
+        return _select_and_carry(w, r_res, c_res, *rows, d_model)
+    b, a = _select_and_carry(w.T, c_res, r_res, *cols, d_model)
+    return a, b
+
+
+def _select_and_carry(w: np.ndarray, r_res: np.ndarray, c_res: np.ndarray, row_class: np.ndarray,
+                      row_first: np.ndarray, d_model: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) with A @ B.T == w placed at rows r_res, columns c_res: A selects each row's class of
+    identical rows (`_classes`), B holds each class's row."""
+    a = np.zeros((d_model, len(row_first)), np.float32)
+    live = row_class >= 0
+    a[r_res[live], row_class[live]] = 1.0
+    b = np.zeros((d_model, len(row_first)), np.float32)
+    b[c_res, :] = w[row_first, :].T
     return a, b
 
 
@@ -72,12 +74,6 @@ def _classes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             firsts.append(int(i))
         row_class[i] = classes[key]
     return row_class, np.array(firsts, np.int64)
-
-
-def _scatter(i: np.ndarray, j: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """float32 matrix with values added at (i, j) (repeats add up; bincount is the fast way)."""
-    flat = np.bincount(i * shape[1] + j, weights=values, minlength=shape[0] * shape[1])
-    return flat.reshape(shape).astype(np.float32)
 
 
 def embeddings(model: C.ModelOp, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
