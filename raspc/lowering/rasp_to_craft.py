@@ -275,33 +275,30 @@ class SequenceMapToMlp(_Lowering):
             self.replace(rewriter, op, [mlp], mlp.res)
             return
 
-        def output(a: Value, b: Value) -> tuple[str, float] | None:
-            found, out = op.fn.get(a, b)
+        def output(found: bool, out: Value) -> tuple[str, float] | None:
             if not found or out is None:
                 return None
             if out_t.is_categorical:
                 return (out_dirs[out_index[out]], 1.0)
             return None if float(out) == 0.0 else (out_dirs[0], float(out))
 
-        outputs = [[output(a, b) for b in b_vals] for a in a_vals]
-        block = self._additive(op, x, y, outputs, bos)
+        table = [[op.fn.get(a, b) for b in b_vals] for a in a_vals]
+        outputs = [[output(*entry) for entry in row] for row in table]
+        block = self._additive(op, x, y, table, outputs, bos)
         if block is None:
             block = M.sequence_map_mlp(op.label_str, C.space_labels(x), C.space_labels(y), outputs,
                                        out_t.is_categorical, bos)
         mlp = self.mlp_op(block, [x, y], out_space, op)
         self.replace(rewriter, op, [mlp], mlp.res)
 
-
     @staticmethod
-    def _additive(op: R.SequenceMapOp, x: SSAValue, y: SSAValue, outputs: list[list[tuple[str, float] | None]],
-                  bos: dict[str, float]) -> M.MlpBlock | None:
+    def _additive(op: R.SequenceMapOp, x: SSAValue, y: SSAValue, table: list[list[tuple[bool, Value]]],
+                  outputs: list[list[tuple[str, float] | None]], bos: dict[str, float]) -> M.MlpBlock | None:
         """f(a, b) = g(u(a) + v(b)) (x + y - 1, length - index...) as one discretisation of the
         sum, when that takes far fewer units than one per pair (|a| x |b| at scale), and neither
         operand can be None (a None operand has no direction, so the sum would be wrong)."""
-        a_t, b_t = R.sop_type(op.fst), R.sop_type(op.snd)
-        if a_t.may_be_none or b_t.may_be_none:
+        if R.sop_type(op.fst).may_be_none or R.sop_type(op.snd).may_be_none:
             return None
-        table = [[op.fn.get(a, b) for b in b_t.non_none_values] for a in a_t.non_none_values]
         if any(not found or out is None or not is_number(out) for row in table for found, out in row):
             return None
         form = M.additive_form([[out for _, out in row] for row in table])
