@@ -28,6 +28,18 @@ RASP_PIPELINE = (
 CRAFT_PIPELINE = "lower-rasp-to-craft,allocate-layers,layout-residual"
 TENSOR_PIPELINE = "lower-craft-to-tensor"
 DEFAULT_PIPELINE = ",".join([RASP_PIPELINE, CRAFT_PIPELINE, TENSOR_PIPELINE])
+
+
+def with_residual_reuse(pipeline: str) -> str:
+    """`pipeline` with reuse-residual right after layout-residual (directions whose lifetimes do
+    not overlap share residual dimensions); PipelineError if it has no layout-residual."""
+    passes = [p.strip() for p in pipeline.split(",")]
+    if "reuse-residual" in passes:
+        return pipeline
+    if "layout-residual" not in passes:
+        raise PipelineError(f"reuse-residual goes after layout-residual, which the pipeline '{pipeline}' lacks")
+    i = passes.index("layout-residual")
+    return ",".join([*passes[: i + 1], "reuse-residual", *passes[i + 1 :]])
 LEVELS = ("rasp", "craft", "tensor")
 
 _RASPC_PASSES = {
@@ -41,6 +53,7 @@ _RASPC_PASSES = {
     "lower-rasp-to-craft": ("raspc.lowering.rasp_to_craft", "LowerRaspToCraftPass"),
     "allocate-layers": ("raspc.passes.allocate_layers", "AllocateLayersPass"),
     "layout-residual": ("raspc.passes.layout_residual", "LayoutResidualPass"),
+    "reuse-residual": ("raspc.passes.reuse_residual", "ReuseResidualPass"),
     "lower-craft-to-tensor": ("raspc.lowering.craft_to_tensor", "LowerCraftToTensorPass"),
     "export-onnx": ("raspc.lowering.tensor_to_onnx", "ExportOnnxPass"),
     "export-compact-onnx": ("raspc.lowering.compact_onnx", "ExportCompactOnnxPass"),

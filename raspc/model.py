@@ -332,13 +332,20 @@ def compile_rasp_to_model(
     *,
     pipeline: str = DEFAULT_PIPELINE,
     verify: bool | int | str = False,
+    reuse_residual: bool = False,
 ) -> CompiledModel:
     """Compiles a RASP program to a transformer (Tracr's signature; `mlp_exactness` is accepted and
     ignored: raspc's MLPs are exact by construction). A set vocabulary is sorted for determinism.
     `verify` checks after every pass that the IR still computes the program: `True` on 32 random
     inputs (hypothesis, shrunk to a minimal failing one), an int on that many, `"exhaustive"` on
-    every input up to max_seq_len when there are at most 100,000 (see raspc.verification)."""
+    every input up to max_seq_len when there are at most 100,000 (see raspc.verification).
+    `reuse_residual` adds the reuse-residual pass: s-ops that are no longer read give their residual
+    dimensions to later ones (a narrower residual; see README "Residual reuse")."""
     del mlp_exactness
+    if reuse_residual:
+        from raspc.compiler import with_residual_reuse
+
+        pipeline = with_residual_reuse(pipeline)
     if isinstance(vocab, (set, frozenset)):
         from raspc.utils.values import sorted_values
 

@@ -80,41 +80,24 @@ class Circuits:
     heads: tuple[Head, ...]
 
     @staticmethod
+    def from_weights(weights: Any) -> "Circuits":
+        """From `raspc.analysis.weights.ModelWeights` (labelled basis, heads in block order)."""
+        return Circuits(weights.labels, tuple(Head(h.layer, h.label, h.w_q, h.w_k, h.w_v, h.w_o, h.scale)
+                                              for h in weights.heads))
+
+    @staticmethod
     def from_module(module: Any) -> "Circuits":
         """From a tensor-level module: its `tensor.model`'s residual labels and heads, in block order."""
-        from raspc.dialects import tensor as T
+        from raspc.analysis.weights import ModelWeights
 
-        model = T.model_op(module)
-        heads = tuple(
-            Head(op.layer_int, op.label_str, T.dense_to_numpy(op.w_q), T.dense_to_numpy(op.w_k),
-                 T.dense_to_numpy(op.w_v), T.dense_to_numpy(op.w_o), op.scale_float)
-            for op in model.ops if isinstance(op, T.AttentionHeadOp)
-        )
-        return Circuits(model.residual_labels, heads)
+        return Circuits.from_weights(ModelWeights.from_module(module))
 
     @staticmethod
     def from_onnx(path_or_model: Any) -> "Circuits":
         """From an exported file alone: initializers `L{layer}.{label}.W_Q` ... and the metadata."""
-        import json
+        from raspc.analysis.weights import ModelWeights
 
-        import onnx
-        from onnx import numpy_helper
-
-        model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
-        meta = {p.key: json.loads(p.value) for p in model.metadata_props}
-        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        heads = []
-        for name in sorted(inits):
-            if not name.endswith(".W_Q"):
-                continue
-            prefix = name[: -len(".W_Q")]
-            layer_part, _, label = prefix.partition(".")
-            scale = inits.get(f"{prefix}.scale")
-            heads.append(Head(int(layer_part[1:]), label, inits[f"{prefix}.W_Q"], inits[f"{prefix}.W_K"],
-                              inits[f"{prefix}.W_V"], inits[f"{prefix}.W_O"],
-                              float(scale) if scale is not None else 1.0))
-        heads.sort(key=lambda h: (h.layer, h.label))
-        return Circuits(tuple(meta["raspc.residual_labels"]), tuple(heads))
+        return Circuits.from_weights(ModelWeights.from_onnx(path_or_model))
 
     def head(self, name: str) -> Head:
         for h in self.heads:

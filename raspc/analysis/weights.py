@@ -5,13 +5,18 @@ read the same things: the residual labels, the embeddings, every head's `W_Q W_K
 softmax scale, every layer's MLP, and the readout. `ModelWeights` holds them in block order with
 the names the ONNX export gives them (`L1.sort` for a head, `L0.hist` for a layer's MLP), so an
 analysis written once works on `CompiledModel.module` and on a `.onnx` file.
+
+A model compiled with reuse-residual (directions sharing residual dimensions over time) is read
+in its *labelled* basis: one dimension per direction, each block's weights on the directions alive
+when it runs (`expand_layout`); that model computes what the compiled one does, dimension for
+direction, so every analysis reads labels as usual.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -133,7 +138,7 @@ class ModelWeights:
                     op.layer_int, op.label_str, prefixes[op], T.dense_to_numpy(op.w_in), T.dense_to_numpy(op.b_in),
                     T.dense_to_numpy(op.w_out), T.dense_to_numpy(op.b_out)))
         spec, readout = model.spec, model.readout
-        return ModelWeights(
+        weights = ModelWeights(
             labels=model.residual_labels,
             token_embedding=T.dense_to_numpy(model.embed.token_embedding),
             position_embedding=T.dense_to_numpy(model.embed.position_embedding),
@@ -144,6 +149,7 @@ class ModelWeights:
             vocab=tuple(spec.token_ids), bos_id=spec.bos_id, pad_id=spec.pad_id,
             max_seq_len=spec.max_seq_len, causal=spec.causal,
         )
+        return weights if model.layout is None else expand_layout(weights, model.layout)
 
     @staticmethod
     def from_onnx(path_or_model: Any) -> "ModelWeights":
@@ -206,7 +212,7 @@ def _from_parts(meta: dict[str, Any], inits: dict[str, np.ndarray]) -> ModelWeig
     heads.sort(key=lambda h: h.layer)
     mlps.sort(key=lambda m: m.layer)
     dims = inits["readout.dims"] if "readout.dims" in inits else np.atleast_1d(inits["readout.dim"])
-    return ModelWeights(
+    weights = ModelWeights(
         labels=tuple(meta["raspc.residual_labels"]),
         token_embedding=inits["token_embedding"],
         position_embedding=inits["position_embedding"],
@@ -218,6 +224,50 @@ def _from_parts(meta: dict[str, Any], inits: dict[str, np.ndarray]) -> ModelWeig
         bos_id=int(meta["raspc.bos"]), pad_id=int(meta["raspc.pad"]),
         max_seq_len=int(meta["raspc.max_seq_len"]), causal=bool(meta["raspc.causal"]),
     )
+    if RESIDUAL_LAYOUT not in meta:
+        return weights
+    from raspc.dialects.tensor import ResidualLayout
+
+    layout = meta[RESIDUAL_LAYOUT]
+    return expand_layout(weights, ResidualLayout(tuple(layout["labels"]), tuple(layout["dims"]),
+                                                 tuple(tuple(s) for s in layout["spans"])))
 
 
-__all__ = ["ModelWeights", "HeadWeights", "MlpWeights", "nonzero_rows", "nonzero_cols"]
+RESIDUAL_LAYOUT = "raspc.residual_layout"  # metadata of a model whose directions share dimensions
+
+
+def expand_layout(weights: ModelWeights, layout: Any) -> ModelWeights:
+    """The model in its labelled basis (a `ResidualLayout`'s directions, one dimension each): every
+    block reads the directions alive in its sublayer slot and writes those it writes or erases
+    there, from the dimensions that hold them then."""
+    n, dims = len(layout.labels), np.asarray(layout.dims, np.int64)
+
+    def rows(w: np.ndarray, live: list[int]) -> np.ndarray:
+        out = np.zeros((n, w.shape[1]), w.dtype)
+        out[live] = w[dims[live]]
+        return out
+
+    def cols(w: np.ndarray, live: list[int]) -> np.ndarray:
+        out = np.zeros((*w.shape[:-1], n), w.dtype)
+        out[..., live] = w[..., dims[live]]
+        return out
+
+    embedded = layout.written_at(-1)
+    heads = tuple(replace(h, w_q=rows(h.w_q, r), w_k=rows(h.w_k, r), w_v=rows(h.w_v, r), w_o=cols(h.w_o, w))
+                  for h in weights.heads
+                  for r, w in [(layout.readable_at(2 * h.layer), layout.written_at(2 * h.layer))])
+    mlps = tuple(replace(m, w_in=rows(m.w_in, r), w_out=cols(m.w_out, w), b_out=cols(m.b_out, w))
+                 for m in weights.mlps
+                 for r, w in [(layout.readable_at(2 * m.layer + 1), layout.written_at(2 * m.layer + 1))])
+    final = {label: i for i, label in enumerate(layout.labels)}
+    return replace(
+        weights, labels=tuple(layout.labels),
+        token_embedding=cols(weights.token_embedding, embedded),
+        position_embedding=cols(weights.position_embedding, embedded),
+        heads=heads, mlps=mlps,
+        readout_dims=tuple(final[layout.final_labels()[d]] for d in weights.readout_dims),
+    )
+
+
+__all__ = ["ModelWeights", "HeadWeights", "MlpWeights", "nonzero_rows", "nonzero_cols", "expand_layout",
+           "RESIDUAL_LAYOUT"]

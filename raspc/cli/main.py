@@ -385,6 +385,10 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             spec = args.pipeline
         else:
             spec = "" if emit == "rasp" else DEFAULT_PIPELINE  # `--emit rasp`: the program as traced
+    if args.reuse_residual:
+        from raspc.compiler import with_residual_reuse
+
+        spec = with_residual_reuse(spec)
 
     from raspc import progress
     from raspc.report.program_graph import ProgramGraphRecorder
@@ -833,6 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "blocks.0.attn.hook_pattern, ..., logits)")
     c.add_argument("--compact", action="store_true",
                    help="write the compact deployment graph (faster, same answers; `circuits` needs the default graph)")
+    c.add_argument("--reuse-residual", action="store_true",
+                   help="let s-ops that are no longer read give their residual dimensions to later ones "
+                   "(adds the reuse-residual pass: a narrower residual, same answers)")
     c.add_argument("--elide", action="store_true",
                    help="print long dense<...> weights as dense<...> (for reading; the text then does not parse)")
     c.set_defaults(func=cmd_compile, subparser=c)

@@ -10,7 +10,9 @@ is the one direction `frac_prevs`. Blocks read spaces and write (add) into a new
 Weights are sparse and labelled, so a dump reads like the algorithm. The blocks live in a
 `craft.model` (the model's input, as at every level) whose block ends in `craft.output`;
 allocate-layers adds a `layer` to every block and `layers` to the model, layout-residual the
-residual order (`residual` on the model).
+residual order (`residual` on the model). reuse-residual may then give directions whose lifetimes
+do not overlap the same dimension (`dims` on the model): `craft.erase` zeroes a space once its last
+reader has run, so that a later space can be written where it was.
 
 Position 0 holds BOS, and what each space holds there is part of the IR: `one` and `bos` are 1,
 token, index and positional spaces 0, an MLP writes 0 there (its hidden units are switched off
@@ -25,7 +27,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
-from xdsl.dialects.builtin import ArrayAttr, FloatAttr, Float64Type, IntegerAttr, StringAttr, f64, i64
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, FloatAttr, Float64Type, IntegerAttr, StringAttr, f64, i64
 from xdsl.ir import Attribute, Data, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
     AttrSizedOperandSegments,
@@ -463,15 +465,39 @@ class AttentionHeadOp(CraftBlock):
 
 
 @irdl_op_definition
+class EraseOp(IRDLOperation):
+    """Zeroes a space's directions in the residual, in the MLP sublayer of `layer`: relu(x) and
+    relu(-x) per direction, written back with signs - and + (exact at every position, BOS and PAD
+    included). reuse-residual puts one after a space's last reader when a later space takes its
+    dimensions. It has an effect on the residual, not a result, so DCE keeps it."""
+
+    name = "craft.erase"
+    space = operand_def(CategoricalSpaceType | NumericalSpaceType)
+    layer = prop_def(IntegerAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$space attr-dict `:` type($space)"
+
+    def __init__(self, space: SSAValue, layer: int):
+        super().__init__(operands=[space], properties={"layer": IntegerAttr(layer, i64)})
+
+    @property
+    def layer_index(self) -> int:
+        return self.layer.value.data
+
+
+@irdl_op_definition
 class ModelOp(ModelContainer):
     """A transformer as residual blocks: the model's input and the blocks, ending in `craft.output`.
     `layers` (allocate-layers) is the number of layers; `residual` (layout-residual) the residual
-    stream's directions in order."""
+    stream's directions in order; `dims` (reuse-residual), when present, the residual dimension of
+    each of those directions, several directions sharing one where their lifetimes (`residual_spans`)
+    do not overlap."""
 
     name = "craft.model"
     LEVEL: ClassVar[str] = "craft"
     layers = opt_prop_def(IntegerAttr)
     residual = opt_prop_def(ArrayAttr[StringAttr])
+    dims = opt_prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(),)
 
     @property
@@ -483,6 +509,15 @@ class ModelOp(ModelContainer):
 
     def set_residual(self, labels: Sequence[str]) -> None:
         self.properties["residual"] = ArrayAttr([StringAttr(x) for x in labels])
+        self.properties.pop("dims", None)
+
+    @property
+    def residual_dims(self) -> list[int] | None:
+        """The residual dimension of each direction of `residual` (None: one dimension each, in order)."""
+        return None if self.dims is None else [int(d) for d in self.dims.get_values()]
+
+    def set_dims(self, dims: Sequence[int]) -> None:
+        self.properties["dims"] = DenseArrayBase.from_list(i64, [int(d) for d in dims])
 
     def verify_(self) -> None:
         if not isinstance(self.body.block.last_op, OutputOp):
@@ -490,6 +525,13 @@ class ModelOp(ModelContainer):
         labels = self.residual_labels
         if labels is not None and len(set(labels)) != len(labels):
             raise VerifyException("residual directions must be unique")
+        dims = self.residual_dims
+        if dims is not None:
+            if labels is None or len(dims) != len(labels):
+                raise VerifyException("`dims` needs the residual layout and one dimension per direction")
+            if sorted(set(dims)) != list(range(len(set(dims)))):
+                raise VerifyException("`dims` must use every dimension from 0 up")
+            _verify_shared_dims(self, labels, dims)
 
 
 @irdl_op_definition
@@ -515,6 +557,75 @@ class OutputOp(IRDLOperation):
             return t.values.data
         return self.values.data if self.values is not None else ()
 
+# --------------------------------------------------------------------------- residual lifetimes
+
+# Sublayer slots (allocate-layers): the embedding is -1, layer l's attention 2l and its MLP 2l + 1.
+EMBED_SLOT = -1
+
+
+def block_slot(op: IRDLOperation) -> int:
+    """The sublayer slot of a block or erase op (embeddings: EMBED_SLOT)."""
+    if isinstance(op, (EmbedOp, PositionalOp)):
+        return EMBED_SLOT
+    layer = op.layer_index
+    if layer is None:
+        raise VerifyException(f"{op.name} has no layer: run allocate-layers first")
+    return 2 * layer + (0 if isinstance(op, AttentionHeadOp) else 1)
+
+
+def end_slot(model: "ModelOp") -> int:
+    """The slot after the last layer: a direction never erased lives until it."""
+    return 2 * (model.layers.value.data if model.layers is not None else 0)
+
+
+def residual_spans(model: "ModelOp") -> dict[str, tuple[int, int]]:
+    """Each written direction's lifetime (first slot, last slot): written in the first, readable in
+    the slots after it up to the last, where `craft.erase` zeroes it (a direction never erased
+    lives to `end_slot`)."""
+    end = end_slot(model)
+    spans: dict[str, tuple[int, int]] = {}
+    erased = {op.space: block_slot(op) for op in model.ops if isinstance(op, EraseOp)}
+    for op in model.ops:
+        if isinstance(op, (EmbedOp, PositionalOp, *BLOCK_OPS)):
+            start, stop = block_slot(op), erased.get(op.res, end)
+            for label in space_labels(op.res):
+                spans[label] = (start, stop)
+    return spans
+
+
+def _verify_shared_dims(model: "ModelOp", labels: Sequence[str], dims: Sequence[int]) -> None:
+    """Directions sharing a dimension must not be alive together, every read must see a live
+    direction, and the output must live to the end."""
+    spans = residual_spans(model)
+    end = end_slot(model)
+    by_dim: dict[int, list[tuple[int, int, str]]] = {}
+    for label, d in zip(labels, dims):
+        if label in spans:
+            by_dim.setdefault(d, []).append((*spans[label], label))
+    for shared in by_dim.values():
+        shared.sort()
+        for (_, stop, a), (start, _, b) in zip(shared, shared[1:]):
+            if stop >= start:
+                raise VerifyException(f"'{a}' and '{b}' share a residual dimension but '{a}' is not erased "
+                                      f"before '{b}' is written")
+    for op in model.ops:
+        if isinstance(op, EraseOp):
+            slot, start = block_slot(op), spans[space_labels(op.space)[0]][0]
+            if slot <= start:
+                raise VerifyException(f"craft.erase in layer {op.layer_index} runs before its space is written")
+        elif isinstance(op, BLOCK_OPS):
+            slot = block_slot(op)
+            for value in op.operands:
+                for label in space_labels(value):
+                    start, stop = spans[label]
+                    if not start < slot <= stop:
+                        raise VerifyException(f"'{op.label.data}' (layer {op.layer_index}) reads '{label}' "
+                                              f"outside its lifetime (slots {start}..{stop})")
+        elif isinstance(op, OutputOp):
+            erased = [x for x in space_labels(op.inp) if spans[x][1] != end]
+            if erased:
+                raise VerifyException(f"the output direction '{erased[0]}' is erased")
+
 
 def bos_content(value: SSAValue) -> dict[str, float]:
     """What a space holds at position 0 (BOS), by direction (absent: 0)."""
@@ -530,6 +641,6 @@ BLOCK_OPS = (MlpOp, AttentionHeadOp)
 
 Craft = Dialect(
     "craft",
-    [ModelOp, EmbedOp, PositionalOp, MlpOp, AttentionHeadOp, OutputOp],
+    [ModelOp, EmbedOp, PositionalOp, MlpOp, AttentionHeadOp, EraseOp, OutputOp],
     [CategoricalSpaceType, NumericalSpaceType, SparseMatrixAttr, SparseVectorAttr],
 )

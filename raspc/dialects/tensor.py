@@ -343,11 +343,18 @@ class AddOp(TensorOp):
 class ModelOp(ModelContainer):
     """A transformer with dense weights: the model's input, `residual` (one label per residual
     dimension, in order), an optional program `name` (the ONNX graph's name), and a block of
-    one `tensor.embed`, heads, MLPs and adds, ending in `tensor.readout`."""
+    one `tensor.embed`, heads, MLPs and adds, ending in `tensor.readout`.
+
+    With `dims` (reuse-residual), `residual` lists every direction the model ever holds and `dims`
+    the dimension of each; `spans` gives each direction's lifetime as (first, last) sublayer slot
+    (embedding -1, layer l's attention 2l, its MLP 2l + 1; written in the first, read up to and
+    erased in the last; 2 x layers: never erased)."""
 
     name = "tensor.model"
     LEVEL: ClassVar[str] = "tensor"
     residual = prop_def(ArrayAttr[StringAttr])
+    dims = opt_prop_def(DenseArrayBase)
+    spans = opt_prop_def(DenseArrayBase)
     program_name = opt_prop_def(StringAttr, prop_name="name")
     irdl_options = (ParsePropInAttrDict(),)
 
@@ -367,6 +374,15 @@ class ModelOp(ModelContainer):
     @property
     def residual_labels(self) -> tuple[str, ...]:
         return tuple(s.data for s in self.residual.data)
+
+    @property
+    def layout(self) -> "ResidualLayout | None":
+        """Where directions share dimensions (reuse-residual), their dims and lifetimes."""
+        if self.dims is None:
+            return None
+        spans = [int(x) for x in self.spans.get_values()] if self.spans is not None else []
+        return ResidualLayout(self.residual_labels, tuple(int(d) for d in self.dims.get_values()),
+                              tuple(zip(spans[::2], spans[1::2])))
 
     def verify_(self) -> None:
         ops = list(self.body.block.ops)
@@ -390,7 +406,12 @@ class ModelOp(ModelContainer):
         spec = self.spec
         labels = self.residual_labels
         d = _shape(embed.token_embedding)[1]
-        if len(labels) != d:
+        if (self.dims is None) != (self.spans is None):
+            raise VerifyException("`dims` and `spans` come together")
+        layout = self.layout
+        if layout is not None:
+            layout.verify(d)
+        elif len(labels) != d:
             raise VerifyException(f"{len(labels)} residual labels for residual width {d}")
         if embed.num_tokens != len(spec.token_ids):
             raise VerifyException(
@@ -499,6 +520,53 @@ TENSOR_OPS = (EmbedOp, AttentionHeadOp, MlpOp, AddOp, ReadoutOp)
 
 
 @dataclass(frozen=True)
+class ResidualLayout:
+    """Directions sharing residual dimensions over time: `dims[i]` holds `labels[i]` from the
+    sublayer slot `spans[i][0]` (its writer) to `spans[i][1]` (its eraser, or 2 x layers)."""
+
+    labels: tuple[str, ...]
+    dims: tuple[int, ...]
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def d_model(self) -> int:
+        return len(set(self.dims))
+
+    def verify(self, d_model: int) -> None:
+        if not (len(self.dims) == len(self.spans) == len(self.labels)):
+            raise VerifyException(f"{len(self.labels)} residual labels, {len(self.dims)} dims, "
+                                  f"{len(self.spans)} spans: one of each per direction")
+        if sorted(set(self.dims)) != list(range(d_model)):
+            raise VerifyException(f"`dims` must cover the residual width {d_model} exactly")
+        by_dim: dict[int, list[tuple[int, int, str]]] = {}
+        for label, d, (start, stop) in zip(self.labels, self.dims, self.spans):
+            by_dim.setdefault(d, []).append((start, stop, label))
+        for shared in by_dim.values():
+            shared.sort()
+            for (_, stop, a), (start, _, b) in zip(shared, shared[1:]):
+                if stop >= start:
+                    raise VerifyException(f"'{a}' and '{b}' share dimension {self.dims[self.labels.index(a)]} "
+                                          "with overlapping lifetimes")
+
+    def readable_at(self, slot: int) -> list[int]:
+        """The directions (indices into `labels`) a block in `slot` can read."""
+        return [i for i, (start, stop) in enumerate(self.spans) if start < slot <= stop]
+
+    def written_at(self, slot: int) -> list[int]:
+        """The directions a block in `slot` writes (a writer) or zeroes (an eraser)."""
+        return [i for i, (start, stop) in enumerate(self.spans) if slot in (start, stop)]
+
+    def final_labels(self) -> tuple[str, ...]:
+        """One label per dimension after the last layer: its last occupant."""
+        last: dict[int, tuple[int, str]] = {}
+        for label, d, (start, _) in zip(self.labels, self.dims, self.spans):
+            if d not in last or start > last[d][0]:
+                last[d] = (start, label)
+        return tuple(last[d][1] for d in range(len(last)))
+
+
+
+@dataclass(frozen=True)
 class TensorModel:
     """A verified view of a tensor-level module: its input, residual layout and ops in order."""
 
@@ -509,6 +577,7 @@ class TensorModel:
     readout: ReadoutOp = field(repr=False)
     d_model: int = 0
     name: str | None = None
+    layout: ResidualLayout | None = None  # directions sharing dimensions (reuse-residual)
 
     @property
     def heads(self) -> tuple[AttentionHeadOp, ...]:
@@ -562,6 +631,7 @@ def tensor_model(module: ModuleOp) -> TensorModel:
         readout=readout,
         d_model=_shape(embed.token_embedding)[1],
         name=name,
+        layout=model.layout,
     )
 
 
@@ -569,6 +639,6 @@ Tensor = Dialect("tensor", [ModelOp, *TENSOR_OPS], [])
 
 __all__ = [
     "Tensor", "ModelOp", "EmbedOp", "AttentionHeadOp", "MlpOp", "AddOp", "ReadoutOp", "BlockOp", "TENSOR_OPS",
-    "residual_type", "dense_from_numpy", "dense_to_numpy", "model_op", "tensor_model", "TensorModel",
+    "residual_type", "dense_from_numpy", "dense_to_numpy", "model_op", "tensor_model", "TensorModel", "ResidualLayout",
     "MASK_VALUE", "NONE_THRESHOLD",
 ]

@@ -17,6 +17,8 @@ position 0, token i of an input at position i + 1, shorter rows padded on the ri
 - `craft.attention_head`: softmax(scale * x_q W_qk x_k^T + mask) x_v W_ov, where the mask adds
   `MASK_VALUE` at PAD keys, at later keys (causal), and at every key but position 0 for the BOS
   query (not causal).
+- `craft.erase`: nothing here (a space is its own value; erasing matters only where spaces share
+  residual dimensions, which the tensor interpreter runs).
 - `craft.output`: the tensor readout's decoding: categorical the argmax direction (-1 where the
   largest is below `NONE_THRESHOLD`), numerical the one direction's value.
 
@@ -320,6 +322,10 @@ class CraftFunctions(InterpreterFunctions):
         if run.patterns is not None:
             run.patterns[op.label.data] = pattern
         return ((pattern @ (x_v @ weights.w_ov)).astype(np.float32),)
+
+    @impl(C.EraseOp)
+    def run_erase(self, interpreter: Interpreter, op: C.EraseOp, args: PythonValues) -> PythonValues:
+        return ()
 
     @impl_terminator(C.OutputOp)
     def run_output(

@@ -5,7 +5,12 @@ Each head's W_QK (query directions x key directions) is factored exactly, withou
 W_Q selects a class of identical query rows and W_K carries each class's row of the table (or
 the other way round, with key columns), so the head size is the number of distinct rows or
 columns, whichever is smaller (at most min(#query directions, #key directions)); W_OV likewise. Heads keep their
-own size and their own scale. A layer's MLP blocks are concatenated into one MLP.
+own size and their own scale. A layer's MLP blocks are concatenated into one MLP, with two hidden
+units per direction of each `craft.erase` in that layer.
+
+When the craft.model has `dims` (reuse-residual), each direction sits at its dimension and the
+`tensor.model` records `dims` and each direction's lifetime (`spans`), so every dimension stays
+named at every layer.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, ModuleOp, StringAttr, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
@@ -79,7 +84,7 @@ def _classes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def embeddings(model: C.ModelOp, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Token rows (vocab ids, then BOS, then PAD) and position rows (0 = BOS)."""
     spec = model.spec
-    d = len(index)
+    d = len(set(index.values()))
     tok = np.zeros((len(spec.vocab) + 2, d), np.float32)
     pos = np.zeros((spec.max_seq_len + 1, d), np.float32)
     tok[:, index["one"]] = 1.0
@@ -115,19 +120,26 @@ def _positional(pos: np.ndarray, t: C.SpaceType, values: Sequence, index: dict[s
             pos[i + 1, index[t.space.data]] = float(v)
 
 
-def _mlp(mlps: list[C.MlpOp], x: SSAValue, layer: int, index: dict[str, int], d: int) -> Operation:
-    """One tensor MLP for the layer's MLP blocks, side by side."""
+def _mlp(mlps: list[C.MlpOp], erasures: list[C.EraseOp], x: SSAValue, layer: int, index: dict[str, int],
+         d: int) -> Operation:
+    """One tensor MLP for the layer's MLP blocks side by side, then its erasures: relu(x) and
+    relu(-x) per erased dimension, written back as -relu(x) + relu(-x) = -x (exact)."""
     hidden = [h for m in mlps for h in m.hidden_labels]
     hpos = {h: i for i, h in enumerate(hidden)}
-    w_in = np.zeros((d, len(hidden)), np.float32)
-    b_in = np.zeros((len(hidden),), np.float32)
-    w_out = np.zeros((len(hidden), d), np.float32)
+    erased = np.array([index[label] for e in erasures for label in C.space_labels(e.space)], np.int64)
+    n = len(hidden)
+    w_in = np.zeros((d, n + 2 * len(erased)), np.float32)
+    b_in = np.zeros((n + 2 * len(erased),), np.float32)
+    w_out = np.zeros((n + 2 * len(erased), d), np.float32)
     for m in mlps:
         m.w_in.add_into(w_in, index, hpos)
         for h, v in m.b_in.data:
             b_in[hpos[h]] += v
         m.w_out.add_into(w_out, hpos, index)
-    label = "+".join(m.label.data for m in mlps)
+    units = n + 2 * np.arange(len(erased))
+    w_in[erased, units], w_in[erased, units + 1] = 1.0, -1.0
+    w_out[units, erased], w_out[units + 1, erased] = -1.0, 1.0
+    label = "+".join([m.label.data for m in mlps] + [f"erase_{e.space.type.space.data}" for e in erasures])
     op = T.MlpOp(x, label, layer, w_in, b_in, w_out, np.zeros((d,), np.float32))
     op.results[0].name_hint = f"L{layer}_mlp"
     return op
@@ -150,9 +162,11 @@ class LowerCraftToTensorPass(ModulePass):
         labels = model.residual_labels
         if labels is None:
             raise IRError("lower-craft-to-tensor needs the residual layout: run layout-residual first")
-        index = {label: i for i, label in enumerate(labels)}
-        d = len(labels)
+        dims = model.residual_dims or list(range(len(labels)))
+        index = dict(zip(labels, dims))
+        d = len(set(dims))
         blocks = [o for o in model.ops if isinstance(o, C.BLOCK_OPS)]
+        erasures = [o for o in model.ops if isinstance(o, C.EraseOp)]
         if any(b.layer_index is None for b in blocks):
             raise IRError("lower-craft-to-tensor needs a layer on every block: run allocate-layers first")
         out_op = model.body.block.last_op
@@ -167,6 +181,7 @@ class LowerCraftToTensorPass(ModulePass):
         for layer in range(n_layers):
             heads = [b for b in blocks if isinstance(b, C.AttentionHeadOp) and b.layer_index == layer]
             mlps = [b for b in blocks if isinstance(b, C.MlpOp) and b.layer_index == layer]
+            erased = [e for e in erasures if e.layer_index == layer]
             if heads:
                 outs = []
                 for h in heads:
@@ -178,8 +193,8 @@ class LowerCraftToTensorPass(ModulePass):
                     outs.append(head.results[0])
                 new_ops.append(add := _add([x, *outs], f"resid{layer}_attn"))
                 x = add.results[0]
-            if mlps:
-                mlp = _mlp(mlps, x, layer, index, d)
+            if mlps or erased:
+                mlp = _mlp(mlps, erased, x, layer, index, d)
                 new_ops.append(mlp)
                 new_ops.append(add := _add([x, mlp.results[0]], f"resid{layer}_mlp"))
                 x = add.results[0]
@@ -187,7 +202,12 @@ class LowerCraftToTensorPass(ModulePass):
         encoding = CATEGORICAL if isinstance(out_t, C.CategoricalSpaceType) else NUMERICAL
         new_ops.append(T.ReadoutOp(x, [index[lbl] for lbl in out_t.labels], encoding, out_op.output_values))
 
-        tensor_model = T.ModelOp.wrap(model.spec, new_ops, residual=ArrayAttr([StringAttr(s) for s in labels]))
+        props: dict = {"residual": ArrayAttr([StringAttr(s) for s in labels])}
+        if model.residual_dims is not None:
+            spans = C.residual_spans(model)
+            props["dims"] = DenseArrayBase.from_list(i64, dims)
+            props["spans"] = DenseArrayBase.from_list(i64, [x for label in labels for x in spans[label]])
+        tensor_model = T.ModelOp.wrap(model.spec, new_ops, **props)
         parent = model.parent_block()
         assert parent is not None
         parent.insert_op_before(tensor_model, model)

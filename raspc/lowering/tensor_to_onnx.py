@@ -329,19 +329,24 @@ def _metadata(model: T.TensorModel) -> dict[str, str]:
     """What a deployer needs (raspc/runtime.py): token ids, output decoding, residual layout; and
     the ground-truth circuit graph (raspc.analysis.circuit_graph), so a file alone carries it."""
     from raspc.analysis.circuit_graph import graph_json
-    from raspc.analysis.weights import ModelWeights
+    from raspc.analysis.weights import RESIDUAL_LAYOUT, ModelWeights
 
     spec, readout = model.spec, model.readout
+    layout = model.layout
+    shared = {} if layout is None else {
+        RESIDUAL_LAYOUT: _json({"labels": layout.labels, "dims": layout.dims, "spans": layout.spans})}
     return {
         "raspc.vocab": _json(spec.token_ids),
         "raspc.bos": _json(spec.bos_id),
         "raspc.pad": _json(spec.pad_id),
         "raspc.output_values": _json(tuple(readout.values_tuple)),
         "raspc.output_encoding": _json(readout.encoding_enum.value),
-        "raspc.residual_labels": _json(model.residual_labels),
+        # one label per dimension of the `residual` output: with shared dimensions, who holds it at the end
+        "raspc.residual_labels": _json(model.residual_labels if layout is None else layout.final_labels()),
         "raspc.max_seq_len": _json(spec.max_seq_len),
         "raspc.causal": _json(spec.causal),
         CIRCUIT_GRAPH: graph_json(ModelWeights.from_tensor_model(model)),
+        **shared,
     }
 
 

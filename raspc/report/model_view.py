@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from raspc.analysis.weights import RESIDUAL_LAYOUT
 from raspc.errors import InputError
 from raspc.report.program_graph import read_program_graph
 from raspc.runtime import OnnxModel
@@ -101,6 +102,11 @@ class ModelView:
             raise InputError(
                 f"{source} is not a raspc model: its metadata has no {', '.join(missing)} "
                 "(compile the program with raspc to get one)"
+            )
+        if RESIDUAL_LAYOUT in self.meta:
+            raise InputError(
+                f"{source} shares residual dimensions between s-ops (compiled with reuse-residual), and the "
+                "report shows one s-op per dimension: compile it without --reuse-residual to view it"
             )
         try:
             self.labels: tuple[str, ...] = tuple(json.loads(self.meta["raspc.residual_labels"]))
