@@ -118,7 +118,7 @@ def partition_residual(d_model: int, writers: list[np.ndarray], readers: list[np
 
 @dataclass(eq=False)
 class _Chunk:
-    """An ONNX tensor [B, T, width] holding some segments side by side (a tensor may be read as
+    """An ONNX tensor [B*T, width] holding some segments side by side (a tensor may be read as
     more than one chunk: an identity projection's output is its input, holding other segments)."""
 
     name: str
@@ -135,12 +135,28 @@ class _Stream:
     where: dict[int, tuple[_Chunk, int]] = field(default_factory=dict)
 
 
+@dataclass
+class _Read:
+    """`x @ w (+ bias)` for the residual rows a block reads, split by where those rows come from.
+
+    Rows only the embedding writes hold the same value at every layer, a function of the token and
+    of the position: their product with `w` is tabulated here, by token id and by position, and
+    gathered at run time (exact: the same few non-zero products, summed in another order)."""
+
+    rest: tuple[str, np.ndarray] | None  # [B*T, r] tensor of the other segments, and w's rows for it
+    by_token: np.ndarray | None  # [vocab, out]
+    by_position: np.ndarray | None  # [positions, out]
+    bias: np.ndarray | None  # [out]: added to every row (a table whose rows are all equal becomes one)
+
+
 class _CompactBuilder:
-    def __init__(self, g: _GraphBuilder, partition: ResidualPartition, expose_attention: bool):
+    def __init__(self, g: _GraphBuilder, partition: ResidualPartition, embedding_only: np.ndarray,
+                 tok: np.ndarray, pos: np.ndarray, expose_attention: bool):
         self.g = g
         self.part = partition
+        self.embedding_only = embedding_only  # [d_model] bool: dims no block writes (fixed after the embedding)
+        self.tok, self.pos = tok, pos
         self.expose_attention = expose_attention
-        self.batch_zeros = ""
         self.constants: dict[str, str] = {}
         self.n_chunks = 0
 
@@ -150,6 +166,52 @@ class _CompactBuilder:
             self.constants[name] = self.g.init(name, value)
         return self.constants[name]
 
+    def shared(self, name: str, build) -> str:  # noqa: ANN001 - a zero-argument builder
+        """A tensor every block may use (token ids flattened, positions, shapes), built on first use."""
+        if name not in self.constants:
+            self.constants[name] = build()
+        return self.constants[name]
+
+    # ------------------------------------------------------------------ shared index tensors
+
+    def seq_len_1d(self) -> str:
+        return self.shared("seq_len_1d", lambda: self.g.node("Shape", [INPUT], "seq_len_1d", start=1, end=2))
+
+    def positions(self) -> str:
+        """0..T-1 [T]."""
+        return self.shared("positions", lambda: self.g.node(
+            "Slice", [self.const("const.positions", np.arange(len(self.pos), dtype=np.int64)),
+                      self.const("const.start_0", np.array([0], dtype=np.int64)), self.seq_len_1d()], "positions"))
+
+    def tokens_flat(self) -> str:
+        """Token ids as one row per (batch, position) [B*T]: the stream's row order."""
+        return self.shared("tokens_flat", lambda: self.g.node(
+            "Reshape", [INPUT, self.const("const.shape_rows", np.array([-1], dtype=np.int64))], "tokens_flat"))
+
+    def positions_flat(self) -> str:
+        """The position of every row [B*T]."""
+        def build() -> str:
+            zeros = self.g.node("Mul", [INPUT, self.const("const.zero_i64", _scalar(0, np.int64))], "batch_zeros")
+            ids = self.g.node("Add", [zeros, self.positions()], "position_ids")  # [B, T]
+            return self.g.node("Reshape", [ids, self.const("const.shape_rows", np.array([-1], dtype=np.int64))],
+                               "positions_flat")
+        return self.shared("positions_flat", build)
+
+    def shape_3d(self) -> str:
+        """[B, T, -1]: reshapes rows back to sequences."""
+        return self.shared("shape_3d", lambda: self.g.node(
+            "Concat", [self.g.node("Shape", [INPUT], "batch_seq"), self.const("const.minus_one", np.array([-1], dtype=np.int64))],
+            "shape_3d", axis=0))
+
+    def to_3d(self, rows: str, name: str) -> str:
+        return self.g.node("Reshape", [rows, self.shape_3d()], name)
+
+    def to_rows(self, x: str, width: int, name: str) -> str:
+        return self.g.node("Reshape", [x, self.const(f"const.shape_rows_{width}", np.array([-1, width], dtype=np.int64))],
+                           name)
+
+    # ------------------------------------------------------------------ segments
+
     def chunk(self, name: str, segments: list[int]) -> _Chunk:
         """The tensor `name` read as the given segments side by side."""
         sizes = [len(self.part.segments[s]) for s in segments]
@@ -158,16 +220,15 @@ class _CompactBuilder:
         return _Chunk(name, segments, offsets[:-1], offsets[-1], self.n_chunks)
 
     def zeros(self, width: int) -> str:
-        """A zero tensor [B, T, width] (for residual dims nothing writes)."""
+        """A zero tensor [B*T, width] (for residual dims nothing writes)."""
         g = self.g
-        if not self.batch_zeros:
-            ids = g.node("Unsqueeze", [INPUT, self.const("const.axes_m1", np.array([-1], dtype=np.int64))],
-                         "zeros.ids")  # [B, T, 1]
+        def build() -> str:
+            ids = g.node("Unsqueeze", [self.tokens_flat(), self.const("const.axes_m1", np.array([-1], dtype=np.int64))],
+                         "zeros.ids")  # [B*T, 1]
             zero = self.const("const.zero_i64", _scalar(0, np.int64))
-            self.batch_zeros = g.node("Cast", [g.node("Mul", [ids, zero], "zeros.i64")], "zeros.f32",
-                                      to=TensorProto.FLOAT)
-        return g.node("Tile", [self.batch_zeros, g.init("zeros.repeats", np.array([1, 1, width], dtype=np.int64))],
-                      "zeros")
+            return g.node("Cast", [g.node("Mul", [ids, zero], "zeros.i64")], "zeros.f32", to=TensorProto.FLOAT)
+        column = self.shared("zeros", build)
+        return g.node("Tile", [column, g.init("zeros.repeats", np.array([1, width], dtype=np.int64))], "zeros")
 
     def put(self, stream: _Stream, chunk: _Chunk) -> None:
         for i, s in enumerate(chunk.segments):
@@ -181,10 +242,10 @@ class _CompactBuilder:
         return self.columns(chunk.name, chunk.offsets[first], stop, name)
 
     def columns(self, tensor: str, start: int, stop: int, name: str) -> str:
-        """Columns start..stop-1 of a [B, T, width] tensor."""
+        """Columns start..stop-1 of a [B*T, width] tensor."""
         starts = self.g.init(f"{name}.start", np.array([start], dtype=np.int64))
         stops = self.g.init(f"{name}.stop", np.array([stop], dtype=np.int64))
-        axis = self.const("const.axes_2", np.array([2], dtype=np.int64))
+        axis = self.const("const.axes_m1", np.array([-1], dtype=np.int64))
         return self.g.node("Slice", [tensor, starts, stops, axis], name)
 
     def read(self, stream: _Stream, dims: np.ndarray, name: str) -> tuple[str, np.ndarray] | None:
@@ -203,8 +264,62 @@ class _CompactBuilder:
             else:
                 runs.append((chunk, i, i))
         pieces = [self.slice(chunk, first, last, f"{name}.part") for chunk, first, last in runs]
-        x = pieces[0] if len(pieces) == 1 else self.g.node("Concat", pieces, name, axis=2)
+        x = pieces[0] if len(pieces) == 1 else self.g.node("Concat", pieces, name, axis=-1)
         return x, np.concatenate([self.part.segments[s] for s in segs])
+
+    def read_linear(self, stream: _Stream, dims: np.ndarray, w: np.ndarray, name: str,
+                    bias: np.ndarray | None = None) -> _Read:
+        """`x[:, dims] @ w[dims] + bias`, the embedding-only rows tabulated (see _Read) when they are
+        all the read or many of its rows (a few rows beside others cost less as MatMul rows)."""
+        fixed = self.embedding_only[dims]
+        if not fixed.all() and fixed.sum() < TABULATE_MIN_ROWS:
+            fixed[:] = False
+        rest = self.read(stream, dims[~fixed], name) if not fixed.all() else None
+        fixed_dims = dims[fixed]
+        tables = [table[:, fixed_dims].astype(np.float64) @ w[fixed_dims] for table in (self.tok, self.pos)]
+        tables = [t if len(fixed_dims) and t.any() else None for t in tables]
+        total = None if bias is None else bias.astype(np.float64)
+        if rest is not None or (tables[0] is not None and tables[1] is not None):
+            for i, t in enumerate(tables):  # a table whose rows are all equal is a bias
+                if t is not None and np.all(t == t[0]) and (rest is not None or tables[1 - i] is not None):
+                    total = t[0] if total is None else total + t[0]
+                    tables[i] = None
+        if total is not None and (tables[0] is not None or tables[1] is not None):
+            i = 0 if tables[0] is not None else 1  # the bias rides in a table: each row gathers it once
+            tables[i] = tables[i] + total
+            total = None
+        as32 = lambda a: None if a is None else a.astype(np.float32)  # noqa: E731
+        return _Read(rest and (rest[0], w[rest[1]]), as32(tables[0]), as32(tables[1]), as32(total))
+
+    def gathered(self, rd: _Read, name: str, rows: bool) -> list[str]:
+        """The tabulated terms of a read: [B*T, out] when `rows`, else [B, T, out] (or [T, out])."""
+        g = self.g
+        terms = []
+        if rd.by_token is not None:
+            terms.append(g.node("Gather", [g.init(f"{name}.by_token", rd.by_token),
+                                           self.tokens_flat() if rows else INPUT], f"{name}.tokens", axis=0))
+        if rd.by_position is not None:
+            terms.append(g.node("Gather", [g.init(f"{name}.by_position", rd.by_position),
+                                           self.positions_flat() if rows else self.positions()],
+                                f"{name}.positions", axis=0))
+        return terms
+
+    def linear(self, rd: _Read, name: str, rows: bool) -> str | None:
+        """A read's value: [B*T, out] when `rows`, else [B, T, out]; None when it is zero."""
+        g = self.g
+        terms = self.gathered(rd, name, rows or rd.rest is not None)
+        if rd.rest is not None:
+            terms.insert(0, _project(g, rd.rest[0], rd.rest[1], name))
+        if not terms:
+            return None
+        if rd.bias is not None:
+            terms.append(g.init(f"{name}.bias", rd.bias))
+        y = terms[0]
+        for t in terms[1:]:
+            y = g.node("Add", [y, t], name)
+        if not rows and rd.rest is not None:
+            y = self.to_3d(y, f"{name}.seq")
+        return y
 
     def write(self, dims: np.ndarray) -> tuple[list[int], np.ndarray]:
         """The segments a block output holding `dims` covers, and the residual dim of each column."""
@@ -238,6 +353,17 @@ class _CompactBuilder:
 # float costs about as much as 60-70 multiply-adds).
 GATHER_MIN_ROWS = 64
 
+# A read tabulates its embedding-only rows when they are all it reads or at least this many of them.
+TABULATE_MIN_ROWS = 16
+
+# From this width on, the residual output is concatenated from [B, T, width] views of its pieces
+# rather than reshaped once at the end (a copy of all of it); below, the fewer nodes win.
+RESIDUAL_PIECEWISE_MIN = 128
+
+# A block whose input is a function of (token, position) both is tabulated over the pairs up to
+# this many floats; past it the pair table costs more memory than the MLP saves.
+PAIR_TABLE_MAX = 1 << 18
+
 
 def _project(g: _GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
     """x @ w, strength-reduced where w picks columns: when every column of w has one non-zero
@@ -264,38 +390,39 @@ def _project(g: _GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
     return g.node("Mul", [y, g.init(f"{name}.coef", coef.astype(np.float32))], name)
 
 
+def _affine(g: _GraphBuilder, x: str, w: np.ndarray, c: str, name: str) -> str:
+    """x @ w + c on rows: one Gemm (onnxruntime fuses a following Relu into it), or the strength-
+    reduced projection plus c where w only picks columns."""
+    nz = w != 0
+    if np.all(nz.sum(axis=0) == 1):
+        return g.node("Add", [_project(g, x, w, f"{name}.xW"), c], name)
+    return g.node("Gemm", [x, g.init(f"{name}.W", w), c], name)
+
 
 def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
+    """The segments the embedding writes, as rows (what the residual output, the readout and blocks
+    that read dims others write too see; reads of embedding-only dims are tabulated instead)."""
     g = b.g
-    tok = T.dense_to_numpy(embed.token_embedding)
-    pos = T.dense_to_numpy(embed.position_embedding)
-    c_zero = b.const("const.zero_i64", _scalar(0, np.int64))
-    seq_len_1d = g.node("Shape", [INPUT], "seq_len_1d", start=1, end=2)
-    c_start = g.init("const.start_0", np.array([0], dtype=np.int64))
-    positions = g.node("Slice", [g.init("const.positions", np.arange(len(pos), dtype=np.int64)), c_start,
-                                 seq_len_1d], "positions")
+    tok, pos = b.tok, b.pos
     if g.model.heads:
-        g.mask = emit_mask(g, seq_len_1d, len(pos))
+        g.mask = emit_mask(g, b.seq_len_1d(), len(pos))
     stream = _Stream()
     tok_segs = b.part.covering(nonzero_cols(tok))
     pos_segs = b.part.covering(nonzero_cols(pos))
-    if tok_segs and not set(tok_segs) & set(pos_segs):  # separate tables: no Add
-        # a position index per [batch, seq] slot, so position segments have the batch axis too
-        pos_ids = g.node("Add", [g.node("Mul", [INPUT, c_zero], "batch_zeros"), positions],
-                         "position_ids") if pos_segs else ""
-        for segs, table, idx, what in ((tok_segs, tok, INPUT, "tokens"), (pos_segs, pos, pos_ids, "positions")):
+    if not set(tok_segs) & set(pos_segs):  # separate tables: no Add
+        for segs, table, ids, what in ((tok_segs, tok, b.tokens_flat, "tokens"),
+                                       (pos_segs, pos, b.positions_flat, "positions")):
             if not segs:
                 continue
             cols = np.concatenate([b.part.segments[s] for s in segs])
             w = g.init(f"{what}_embedding", table[:, cols])
-            b.put(stream, b.chunk(g.node("Gather", [w, idx], f"embed.{what}", axis=0), segs))
+            b.put(stream, b.chunk(g.node("Gather", [w, ids()], f"embed.{what}", axis=0), segs))
         return stream
     segs = sorted(set(tok_segs) | set(pos_segs))
     cols = np.concatenate([b.part.segments[s] for s in segs])
-    w_tok = g.init("token_embedding", tok[:, cols])
-    w_pos = g.init("position_embedding", pos[:, cols])
-    tok_part = g.node("Gather", [w_tok, INPUT], "embed.tokens", axis=0)
-    pos_part = g.node("Gather", [w_pos, positions], "embed.positions", axis=0)
+    tok_part = g.node("Gather", [g.init("token_embedding", tok[:, cols]), b.tokens_flat()], "embed.tokens", axis=0)
+    pos_part = g.node("Gather", [g.init("position_embedding", pos[:, cols]), b.positions_flat()], "embed.positions",
+                      axis=0)
     b.put(stream, b.chunk(g.node("Add", [tok_part, pos_part], "embed"), segs))
     return stream
 
@@ -307,12 +434,9 @@ def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Str
     out_segs, out_dims = b.write(blk.writes)
     if not len(out_dims) and not b.expose_attention:
         return _Stream()
-    read = {k: b.read(x, blk.reads[k], f"{prefix}.x_{k}") for k in "qkv"}
-    # the projections, each from the segments it reads (a projection of zeros is zeros: skipped)
-    proj: dict[str, str | None] = {}
-    for k in "qkv":
-        r = read[k]
-        proj[k] = None if r is None else _project(g, r[0], w[k][r[1]], f"{prefix}.{k}")
+    # the projections [B, T, d], each from what it reads (a projection of zeros is zeros: skipped)
+    proj = {k: b.linear(b.read_linear(x, blk.reads[k], w[k], f"{prefix}.x_{k}"), f"{prefix}.{k}", rows=False)
+            for k in "qkv"}
     if proj["q"] is None or proj["k"] is None:  # scores all zero: a uniform pattern over unmasked keys
         scores = g.mask
     else:
@@ -325,8 +449,9 @@ def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Str
     if proj["v"] is None or not len(out_dims):
         return _Stream()
     z = g.node("MatMul", [pattern, proj["v"]], f"{prefix}.z")
+    z_rows = b.to_rows(z, w["v"].shape[1], f"{prefix}.z_rows")
     out = _Stream()
-    b.put(out, b.chunk(_project(g, z, w["o"][:, out_dims], f"{prefix}.out"), out_segs))
+    b.put(out, b.chunk(_project(g, z_rows, w["o"][:, out_dims], f"{prefix}.out"), out_segs))
     return out
 
 
@@ -335,18 +460,54 @@ def _emit_mlp(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Stre
     out_segs, out_dims = b.write(blk.writes)
     if not len(out_dims):
         return _Stream()
-    r = b.read(x, blk.reads["in"], f"{prefix}.x")
-    b_in = g.init(f"{prefix}.b_in", w["b_in"])
-    if r is None:  # no input: the hidden layer is relu(b_in), a constant
-        pre = b_in
-    else:
-        pre = g.node("Add", [_project(g, r[0], w["w_in"][r[1]], f"{prefix}.x_W_in"), b_in], f"{prefix}.pre")
-    hidden = g.node("Relu", [pre], f"{prefix}.hidden")
-    b_out = g.init(f"{prefix}.b_out", w["b_out"][out_dims])
-    y = g.node("Add", [_project(g, hidden, w["w_out"][:, out_dims], f"{prefix}.hidden_W_out"), b_out], f"{prefix}.out")
+    w_out, b_out = w["w_out"][:, out_dims], w["b_out"][out_dims]
+    rd = b.read_linear(x, blk.reads["in"], w["w_in"], f"{prefix}.x", bias=w["b_in"])
     out = _Stream()
+    if rd.rest is None:  # a function of the token and/or the position: tabulated whole
+        table = _tabulate_mlp(rd, w_out, b_out)
+        if table is not None:
+            ids, what = (b.tokens_flat(), "by_token") if rd.by_position is None else (
+                (b.positions_flat(), "by_position") if rd.by_token is None else (_pair_ids(b), "by_pair"))
+            y = g.node("Gather", [g.init(f"{prefix}.{what}", table), ids], f"{prefix}.out", axis=0)
+            b.put(out, b.chunk(y, out_segs))
+            return out
+    terms = b.gathered(rd, f"{prefix}.x", rows=True)
+    c = terms[0] if len(terms) == 1 else (g.node("Add", terms, f"{prefix}.x_tabulated") if terms else "")
+    if rd.bias is not None:
+        bias = g.init(f"{prefix}.b_in", rd.bias)
+        c = g.node("Add", [c, bias], f"{prefix}.x_tabulated") if c else bias
+    if rd.rest is None:
+        pre = c
+    else:
+        pre = _affine(g, rd.rest[0], rd.rest[1], c or g.init(f"{prefix}.b_in", np.zeros(w_out.shape[0], np.float32)),
+                      f"{prefix}.pre")
+    hidden = g.node("Relu", [pre], f"{prefix}.hidden")
+    y = _affine(g, hidden, w_out, g.init(f"{prefix}.b_out", b_out), f"{prefix}.out")
     b.put(out, b.chunk(y, out_segs))
     return out
+
+
+def _tabulate_mlp(rd: _Read, w_out: np.ndarray, b_out: np.ndarray) -> np.ndarray | None:
+    """The MLP's output for every token (or position, or pair of both) when that is all it reads;
+    None for a pair table past PAIR_TABLE_MAX."""
+    tok, pos = rd.by_token, rd.by_position
+    if tok is not None and pos is not None:
+        if len(tok) * len(pos) * w_out.shape[1] > PAIR_TABLE_MAX:
+            return None
+        pre = (tok.astype(np.float64)[:, None, :] + pos[None, :, :]).reshape(len(tok) * len(pos), -1)
+    else:
+        pre = next(t for t in (tok, pos) if t is not None).astype(np.float64)
+    if rd.bias is not None:  # (read_linear folds it into a table whenever there is one)
+        pre = pre + rd.bias
+    return (np.maximum(pre, 0) @ w_out + b_out).astype(np.float32)
+
+
+def _pair_ids(b: _CompactBuilder) -> str:
+    """token * positions + position, per row: the row index of a (token, position) pair table."""
+    g = b.g
+    return b.shared("pair_ids", lambda: g.node("Add", [
+        g.node("Mul", [b.tokens_flat(), b.const("const.n_positions", _scalar(len(b.pos), np.int64))], "pair_ids.token"),
+        b.positions_flat()], "pair_ids"))
 
 
 def _emit_readout(b: _CompactBuilder, op: T.ReadoutOp, x: _Stream) -> None:
@@ -359,16 +520,17 @@ def _emit_readout(b: _CompactBuilder, op: T.ReadoutOp, x: _Stream) -> None:
     cols = np.array([column[int(d)] for d in dims], dtype=np.int64)
     if op.is_categorical:
         values = r[0] if np.array_equal(cols, np.arange(len(r[1]))) else g.node(
-            "Gather", [r[0], g.init("readout.dims", cols)], "readout.values", axis=2)
+            "Gather", [r[0], g.init("readout.dims", cols)], "readout.values", axis=-1)
         c_thr = g.init("const.none_threshold", _scalar(NONE_THRESHOLD, np.float32))
         c_none = g.init("const.minus_one_i64", _scalar(-1, np.int64))
         c_last = b.const("const.axes_m1", np.array([-1], dtype=np.int64))
         idx = g.node("ArgMax", [values], "readout.argmax", axis=-1, keepdims=0)
         mx = g.node("ReduceMax", [values, c_last], "readout.max", keepdims=0)
         is_none = g.node("Less", [mx, c_thr], "readout.is_none")
-        g.node_named("Where", [is_none, c_none, idx], OUTPUT)
+        flat = g.node("Where", [is_none, c_none, idx], "readout.ids")
     else:
-        g.node_named("Gather", [r[0], g.init("readout.dim", _scalar(cols[0], np.int64))], OUTPUT, axis=2)
+        flat = g.node("Gather", [r[0], g.init("readout.dim", _scalar(cols[0], np.int64))], "readout.value", axis=-1)
+    g.node_named("Reshape", [flat, g.node("Shape", [INPUT], "readout.shape")], OUTPUT)
 
 
 def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
@@ -377,7 +539,7 @@ def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
     def held(dim: int) -> bool:
         return int(b.part.segment_of[dim]) in x.where  # (-1, never written, is in no stream)
 
-    pieces: list[str] = []
+    runs: list[tuple[_Chunk | None, int, int]] = []  # (chunk or None for zeros, first column, width)
     d = 0
     while d < d_model:
         s = int(b.part.segment_of[d])
@@ -385,7 +547,7 @@ def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
             end = d
             while end < d_model and not held(end):
                 end += 1
-            pieces.append(b.zeros(end - d))
+            runs.append((None, 0, end - d))
             d = end
             continue
         chunk, i = x.where[s]
@@ -395,15 +557,22 @@ def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
         while end + 1 < len(dims) and dims[end + 1] == dims[end] + 1:
             end += 1
         start_col = chunk.offsets[i] + k
-        if start_col == 0 and end - k + 1 == chunk.width:
-            pieces.append(chunk.name)
+        last = runs[-1] if runs else None
+        if last is not None and last[0] is chunk and last[1] + last[2] == start_col:
+            runs[-1] = (chunk, last[1], last[2] + end - k + 1)  # the next columns of the same chunk
         else:
-            pieces.append(b.columns(chunk.name, start_col, start_col + end - k + 1, "residual.part"))
+            runs.append((chunk, start_col, end - k + 1))
         d = int(dims[end]) + 1
-    if len(pieces) > 1:
-        b.g.node_named("Concat", pieces, RESIDUAL, axis=2)
+    pieces = [b.zeros(width) if chunk is None else
+              chunk.name if start == 0 and width == chunk.width else
+              b.columns(chunk.name, start, start + width, "residual.part") for chunk, start, width in runs]
+    if d_model >= RESIDUAL_PIECEWISE_MIN:
+        # a Reshape of an intermediate is a view, of the graph output a copy of the whole residual
+        seqs = [b.to_3d(p, "residual.seq") for p in pieces]
+        b.g.node_named("Concat", seqs, RESIDUAL, axis=-1)
     else:
-        b.g.node_named("Identity", pieces, RESIDUAL)
+        rows = pieces[0] if len(pieces) == 1 else b.g.node("Concat", pieces, "residual.rows", axis=-1)
+        b.g.node_named("Reshape", [rows, b.shape_3d()], RESIDUAL)
 
 
 # --------------------------------------------------------------------------- the model
@@ -424,7 +593,11 @@ def tensor_to_compact_onnx(
         writers=[nonzero_cols(tok), nonzero_cols(pos), *(blk.writes for blk in blocks)],
         readers=[*(dims for blk in blocks for dims in blk.reads.values()), readout_dims],
     )
-    b = _CompactBuilder(g, part, expose_attention)
+    embedding_only = np.zeros(model.d_model, dtype=bool)
+    embedding_only[nonzero_cols(tok, pos)] = True
+    for blk in blocks:
+        embedding_only[blk.writes] = False
+    b = _CompactBuilder(g, part, embedding_only, tok, pos, expose_attention)
     by_op = {blk.op: blk for blk in blocks}
     streams: dict[object, _Stream] = {model.embed.res: _emit_embed(b, model.embed)}
     for op in model.ops:
