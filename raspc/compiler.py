@@ -94,6 +94,13 @@ def dialect_factories() -> dict[str, Callable[[], Any]]:
 
 
 def context() -> Context:
+    """A fresh context: builtin loaded, raspc's dialects registered (loaded when IR names them)."""
+    return _base_context().clone()
+
+
+@functools.lru_cache(maxsize=1)
+def _base_context() -> Context:
+    # loading builtin walks its ~150 ops and attributes: done once, then copied (Context.clone)
     ctx = Context()
     ctx.load_dialect(Builtin)
     for name, factory in dialect_factories().items():
@@ -187,13 +194,16 @@ def compile_module(
     stop_at: str | None = None,
     verifier: Any | None = None,
     on_pass: Callable[[ModulePass, ModuleOp], None] | None = None,
+    verify_end: bool = True,
 ) -> ModuleOp:
     """Runs `pipeline` on `module` pass by pass (in place), verifying the IR.
 
     The IR is verified after every pass that is not raspc's own (a custom pass, a plugin's) or
-    when `verifier` is given, and otherwise where the level changes and at the end: raspc's passes
-    are tested to keep the IR valid, and verifying after each of them was a third of a small
-    compile. A failure names the passes run since the last verification.
+    when `verifier` is given, and otherwise once at the end: raspc's passes are tested to keep the
+    IR valid, and verifying after each of them was a third of a small compile (after each level
+    change, a tenth). A failure names the passes run since the last verification. `verify_end=False`
+    leaves the final check to the caller (compile_rasp_to_model: its ONNX export verifies the tensor
+    module it reads, so verifying here as well did the same work twice).
 
     `stop_at` (rasp, craft or tensor) returns the module as it was just before the first pass that
     would take it below that level. `verifier` (a raspc.verification.Verifier) checks every pass's
@@ -206,8 +216,7 @@ def compile_module(
     with progress.task("pipeline", total=len(passes)) as shown:
         for i, p in enumerate(passes):
             shown.update(i, p.name)
-            level = level_of(module)
-            before = module.clone() if stop_at is not None and level == stop_at else None
+            before = module.clone() if stop_at is not None and level_of(module) == stop_at else None
             try:
                 p.apply(ctx, module)
             except RaspcError:
@@ -217,7 +226,7 @@ def compile_module(
             unverified.append(p.name)
             try:
                 trusted = p.name in TRUSTED_PASSES and p.name not in _USER_PASSES
-                if verifier is not None or not trusted or level_of(module) != level or i == len(passes) - 1:
+                if verifier is not None or not trusted or (verify_end and i == len(passes) - 1):
                     module.verify()
                     unverified.clear()
             except RaspcError:
@@ -249,12 +258,20 @@ def compile_program(
     verify: bool | int | str = False,
     stop_at: str | None = None,
     on_pass: Callable[[ModulePass, ModuleOp], None] | None = None,
+    verify_end: bool = True,
 ) -> tuple[ModuleOp, dict[str, ModuleOp]]:
     """Front end + `pipeline`. Returns the final module and snapshots: "rasp" (the traced program,
     a copy) and the final level (the module itself). A level in between is what `compile_module`
     gives from the traced program with `stop_at` (compilation is deterministic). With `verify`,
-    the trace is checked against the evaluator and every pass's output against the trace."""
+    the trace is checked against the evaluator and every pass's output against the trace.
+    `verify_end` as for `compile_module`."""
     from raspc.lowering.program_to_rasp import program_to_rasp
+
+    first, _, rest = pipeline.partition(",")
+    if first.strip() == "infer-value-sets" and on_pass is None:
+        # the front end types every op with this very analysis as it traces: running it again
+        # changes nothing (a hook still sees every pass of the pipeline)
+        pipeline = rest
 
     module = program_to_rasp(program, vocab, max_seq_len, compiler_bos, compiler_pad, causal)
     snapshots = {"rasp": module.clone()}
@@ -265,7 +282,8 @@ def compile_program(
         verifier = Verifier(module, verify, program=program)
         verifier.check_program()
 
-    module = compile_module(module, pipeline, stop_at=stop_at, verifier=verifier, on_pass=on_pass)
+    module = compile_module(module, pipeline, stop_at=stop_at, verifier=verifier, on_pass=on_pass,
+                            verify_end=verify_end)
     if level_of(module) != "rasp":
         snapshots[level_of(module)] = module
     return module, snapshots

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -36,8 +36,29 @@ class CompiledModel:
         self.compact_onnx_model: onnx.ModelProto = tensor_to_compact_onnx(module)
         self.runtime = OnnxModel.load(self.compact_onnx_model.SerializeToString())
 
-    # The program as the rasp passes left it (raspc.report.program_graph), stored in the ONNX metadata.
-    program_graph: dict[str, Any] | None = None
+    _program_graph: dict[str, Any] | None = None
+    _program_graph_built = False
+
+    @property
+    def program_graph(self) -> dict[str, Any] | None:
+        """The program as the rasp passes left it (raspc.report.program_graph), which the
+        transformer-shaped ONNX graph's metadata stores: read on first use from the rasp-level module
+        the pipeline reached (recompiled from the traced program, as `module_at` does: compilation is
+        deterministic), so a model that is only run never builds it."""
+        if not self._program_graph_built:
+            from raspc.compiler import compile_module, level_of
+            from raspc.report.program_graph import program_graph
+
+            graph = None
+            if "rasp" in self._snapshots:
+                module = compile_module(self._snapshots["rasp"].clone(), self.pipeline, stop_at="rasp")
+                graph = program_graph(module) if level_of(module) == "rasp" else None
+            self.program_graph = graph
+        return self._program_graph
+
+    @program_graph.setter
+    def program_graph(self, graph: dict[str, Any] | None) -> None:
+        self._program_graph, self._program_graph_built = graph, True
 
     @property
     def onnx_model(self) -> onnx.ModelProto:
@@ -98,7 +119,8 @@ class CompiledModel:
         `.output`, `.residual`, and what Tracr's output has (`.input_embeddings`, `.residuals`,
         `.layer_outputs`, `.attn_logits`; see TracrOutput)."""
         out = self.runtime.apply(seq)
-        return TracrOutput(out.decoded, out.output, out.residual, **self._trace(seq))
+        tokens = list(seq)
+        return TracrOutput(out.decoded, out.output, out.residual, trace=lambda: self._trace(tokens))
 
     def apply_batch(self, seqs: Sequence[Sequence[Any]]) -> list[list[Any]]:
         """Runs sequences of mixed lengths in one padded, masked batch; returns decoded lists."""
@@ -235,17 +257,40 @@ class CompiledModel:
 # --------------------------------------------------------------------------- Tracr's model objects
 
 
-@dataclass
 class TracrOutput(ModelOutput):
     """`apply`'s answer with Tracr's fields besides ModelOutput's: `input_embeddings` [1, T, D];
     `residuals` and `layer_outputs`, one [1, T, D] per sublayer (attention then MLP, two per layer,
     an empty sublayer's output is zeros); `attn_logits`, one [1, heads, T, T] per layer (scaled
-    scores, masked ones at -1e9; heads a layer lacks are zeros)."""
+    scores, masked ones at -1e9; heads a layer lacks are zeros).
 
-    input_embeddings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    residuals: list[np.ndarray] = field(default_factory=list)
-    layer_outputs: list[np.ndarray] = field(default_factory=list)
-    attn_logits: list[np.ndarray] = field(default_factory=list)
+    Those four come from the transformer-shaped graph with hooks, run when one of them is first
+    read (`trace`), so an answer read only for `.decoded` costs one run of the compact graph."""
+
+    def __init__(self, decoded: list[Any], output: np.ndarray, residual: np.ndarray,
+                 trace: Callable[[], dict[str, Any]] | None = None, **activations: Any):
+        super().__init__(decoded, output, residual)
+        self._trace, self._activations = trace, (activations or None)
+
+    def _activation(self, name: str) -> Any:
+        if self._activations is None:
+            self._activations = self._trace() if self._trace is not None else {}
+        return self._activations.get(name, np.zeros(0, np.float32) if name == "input_embeddings" else [])
+
+    @property
+    def input_embeddings(self) -> np.ndarray:
+        return self._activation("input_embeddings")
+
+    @property
+    def residuals(self) -> list[np.ndarray]:
+        return self._activation("residuals")
+
+    @property
+    def layer_outputs(self) -> list[np.ndarray]:
+        return self._activation("layer_outputs")
+
+    @property
+    def attn_logits(self) -> list[np.ndarray]:
+        return self._activation("attn_logits")
 
 
 @dataclass
@@ -353,18 +398,13 @@ def compile_rasp_to_model(
     from raspc.compiler import level_of
     from raspc.errors import IRError
 
-    from raspc.report.program_graph import ProgramGraphRecorder
-
-    recorder = ProgramGraphRecorder()
     module, snapshots = compile_program(
         program, vocab, max_seq_len, compiler_bos=compiler_bos, compiler_pad=compiler_pad, causal=causal,
-        pipeline=pipeline, verify=verify, on_pass=recorder,
+        pipeline=pipeline, verify=verify, verify_end=False,  # the export below verifies the tensor module
     )
     if level_of(module) != "tensor":
         raise IRError(
             f"the pipeline ends at the {level_of(module)} level; a model needs it to reach tensor "
             f"(end with ...,lower-craft-to-tensor). Pipeline: '{pipeline}'"
         )
-    model = CompiledModel(module, snapshots, program, pipeline)
-    model.program_graph = recorder.graph
-    return model
+    return CompiledModel(module, snapshots, program, pipeline)

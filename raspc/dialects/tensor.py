@@ -27,6 +27,8 @@ upstream's); only the op names share the prefix.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
@@ -85,6 +87,7 @@ NONE_THRESHOLD = np.float32(0.5)
 # --------------------------------------------------------------------------- types and dense weights
 
 
+@functools.lru_cache(maxsize=256)
 def residual_type(d_model: int) -> TensorType[Float32Type]:
     """`tensor<?x?xDxf32>`: the residual stream (batch and seq dynamic)."""
     return TensorType(f32, [DYNAMIC_INDEX, DYNAMIC_INDEX, d_model])
@@ -93,7 +96,13 @@ def residual_type(d_model: int) -> TensorType[Float32Type]:
 def dense_from_numpy(a: np.ndarray | Sequence[Any]) -> DenseIntOrFPElementsAttr:
     """A float32 numpy array as a dense attribute (little-endian bytes; bit-exact)."""
     arr = np.ascontiguousarray(np.asarray(a, dtype=np.float32), dtype="<f4")
-    return DenseIntOrFPElementsAttr(TensorType(f32, arr.shape), BytesAttr(arr.tobytes()))
+    return DenseIntOrFPElementsAttr(_f32_tensor_type(arr.shape), BytesAttr(arr.tobytes()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _f32_tensor_type(shape: tuple[int, ...]) -> TensorType[Float32Type]:
+    # attributes are immutable: one (verified) type per shape, shared (half of dense_from_numpy's cost)
+    return TensorType(f32, shape)
 
 
 def dense_to_numpy(attr: DenseIntOrFPElementsAttr) -> np.ndarray:
@@ -113,8 +122,8 @@ def _check_f32(attr: DenseIntOrFPElementsAttr, what: str, rank: int) -> tuple[in
     shape = _shape(attr)
     if len(shape) != rank:
         raise VerifyException(f"{what} must have rank {rank}, got shape {list(shape)}")
-    if len(attr.data.data) != 4 * int(np.prod(shape, dtype=np.int64)):
-        raise VerifyException(f"{what} holds {len(attr.data.data)} bytes, expected {4 * int(np.prod(shape))}")
+    if len(attr.data.data) != 4 * math.prod(shape):
+        raise VerifyException(f"{what} holds {len(attr.data.data)} bytes, expected {4 * math.prod(shape)}")
     return shape
 
 

@@ -65,6 +65,17 @@ def _scalar(value: Any, dtype: type) -> np.ndarray:
     return np.array(value, dtype=dtype)
 
 
+_RAW_TYPES = {np.dtype("<f4"): TensorProto.FLOAT, np.dtype("<i8"): TensorProto.INT64, np.dtype(bool): TensorProto.BOOL}
+
+
+def _tensor_proto(array: np.ndarray, name: str) -> onnx.TensorProto:
+    """numpy_helper.from_array's proto (the same bytes) for the dtypes the exports use, in half its time."""
+    data_type = _RAW_TYPES.get(array.dtype)
+    if data_type is None:
+        return numpy_helper.from_array(array, name)
+    return TensorProto(name=name, dims=array.shape, data_type=data_type, raw_data=array.tobytes())
+
+
 class _GraphBuilder:
     """Collects nodes and initializers with unique, readable names, and the ONNX name of each value."""
 
@@ -89,7 +100,7 @@ class _GraphBuilder:
     def init(self, name: str, array: np.ndarray) -> str:
         name = self.fresh(name)
         # np.array(..., copy=True) keeps 0-d scalars 0-d (np.ascontiguousarray would make them [1])
-        self.initializers.append(numpy_helper.from_array(np.array(array, order="C", copy=True), name))
+        self.initializers.append(_tensor_proto(np.array(array, order="C", copy=True), name))
         return name
 
     def weight(self, name: str, attr: DenseIntOrFPElementsAttr) -> str:
