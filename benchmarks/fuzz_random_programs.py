@@ -62,6 +62,11 @@ class Config:
     max_depth: int
     seq_len: tuple[int, int]
     inputs: int
+    reuse_residual: bool = False  # compile with reuse_residual=True (`--reuse-residual`)
+
+
+# compile_rasp_to_model options of this run: set from the Config in each worker
+COMPILE_KW: dict[str, Any] = {}
 
 
 def _seed_rng(seed: int, i: int, what: str) -> random.Random:
@@ -91,7 +96,7 @@ def failure_key(gp: GeneratedProgram, outcome: Outcome) -> Optional[str]:
 
 
 def _fails_alike(gp: GeneratedProgram, inputs: list[list[Any]], key: str) -> Optional[Outcome]:
-    out = check_program(gp, inputs)
+    out = check_program(gp, inputs, **COMPILE_KW)
     return out if failure_key(gp, out) == key else None
 
 
@@ -248,7 +253,7 @@ def shrink_input(gp: GeneratedProgram, outcome: Outcome) -> Outcome:
         changed = False
         for i in range(len(xs)):
             cand = xs[:i] + xs[i + 1:]
-            out = check_program(gp, [cand])
+            out = check_program(gp, [cand], **COMPILE_KW)
             if out.status == "mismatch":
                 xs, m, changed = cand, out.mismatches[0], True
                 break
@@ -260,7 +265,7 @@ def culprit_pass(gp: GeneratedProgram) -> str:
     from raspc.model import compile_rasp_to_model
 
     try:
-        compile_rasp_to_model(gp.program, gp.vocab, gp.max_seq_len, causal=gp.causal, verify=True)
+        compile_rasp_to_model(gp.program, gp.vocab, gp.max_seq_len, causal=gp.causal, verify=True, **COMPILE_KW)
     except Exception as err:  # noqa: BLE001 - VerificationError names the pass
         return f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
     return "per-pass verification found no difference (the ONNX export or the runtime differs)"
@@ -273,7 +278,8 @@ def run_program(cfg: Config, i: int) -> dict:
     """Generate, compile and check program i: a picklable summary."""
     t0 = time.perf_counter()
     gp = make_program(cfg, i)
-    outcome = check_program(gp, make_inputs(cfg, i, gp))
+    COMPILE_KW.update(reuse_residual=cfg.reuse_residual)
+    outcome = check_program(gp, make_inputs(cfg, i, gp), **COMPILE_KW)
     res = {
         "i": i, "status": outcome.status, "error_class": outcome.error_class, "reason": outcome.reason,
         "checked": outcome.checked, "skipped": outcome.skipped, "features": sorted(features(gp)),
@@ -297,9 +303,10 @@ def _detail(gp: GeneratedProgram, outcome: Outcome) -> str:
 
 
 def run_shrink(cfg: Config, i: int) -> dict:
+    COMPILE_KW.update(reuse_residual=cfg.reuse_residual)
     gp = make_program(cfg, i)
     inputs = make_inputs(cfg, i, gp)
-    outcome = check_program(gp, inputs)
+    outcome = check_program(gp, inputs, **COMPILE_KW)
     if failure_key(gp, outcome) is None:
         return {"i": i, "flaky": True, "status": outcome.status}
     small, out = shrink(gp, outcome, inputs, _seed_rng(cfg.seed, i, "shrink"))
@@ -463,7 +470,7 @@ def _git_commit() -> str:
 
 
 def run(args: argparse.Namespace) -> tuple[str, dict]:
-    cfg = Config(args.seed, args.max_depth, args.max_seq_len, args.inputs)
+    cfg = Config(args.seed, args.max_depth, args.max_seq_len, args.inputs, args.reuse_residual)
     indices = args.only if args.only else list(range(args.programs))
     t0 = time.time()
     results: dict[int, Any] = {}
@@ -690,6 +697,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--max-seq-len", type=parse_seq_len, default=(2, 6),
                     help="LO-HI: each program's max_seq_len is drawn from LO..HI (a single N means 2-N)")
     ap.add_argument("--inputs", type=int, default=20, help="random inputs per program")
+    ap.add_argument("--reuse-residual", action="store_true", help="compile with reuse_residual=True")
     ap.add_argument("--time-limit", type=float, default=60.0,
                     help="seconds each program may take (generate + compile + check); 0: no limit")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -186,14 +186,14 @@ def compile_program(gp: GeneratedProgram, **kw: Any):
     return compile_rasp_to_model(gp.program, gp.vocab, gp.max_seq_len, causal=gp.causal, **kw)
 
 
-def check_program(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]], tol: float = 1e-4) -> Outcome:
+def check_program(gp: GeneratedProgram, inputs: Sequence[Sequence[Any]], tol: float = 1e-4, **compile_kw: Any) -> Outcome:
     """The property: compiling either raises a CompileError (a documented refusal) or gives a model
     equal to `rasp.evaluate` on every input the evaluator accepts (`same_output`). All inputs run in
-    one batch."""
+    one batch. `compile_kw` go to compile_rasp_to_model (e.g. reuse_residual=True)."""
     from raspc.errors import CompileError
 
     try:
-        model = compile_program(gp)
+        model = compile_program(gp, **compile_kw)
     except CompileError as err:
         return Outcome("refused", err)
     except Exception as err:  # noqa: BLE001 - anything else is a compiler bug

@@ -143,3 +143,19 @@ def selection_head(
 
 
 __all__ = ["head_scale", "FLOAT32_EXP_UNDERFLOW", "Leaf", "HeadBlock", "conjunction_scores", "selection_head"]
+
+
+def erasing_head_weights(erased: Sequence[str], positions: Sequence[Sequence[str]]
+                         ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float], float]:
+    """(w_qk, w_ov, scale) of a head that attends to its own position only and writes minus the
+    `erased` directions there. `positions`: the labels of one-hot `indices` (score 1 at the own
+    position, 0 elsewhere), or of the numbers (p, p^2, one) (score 2pq - q^2 = p^2 - (p - q)^2,
+    at least one unit below the own position's). The scale puts every other key at exactly 0
+    weight in float32; BOS, whose position is 0, scores 0 against a query at p >= 1."""
+    if len(positions) == 1:
+        w_qk = {(label, label): 1.0 for label in positions[0]}
+    else:
+        (p,), (p_sq,), (one,) = positions
+        w_qk = {(p, p): 2.0, (one, p_sq): -1.0}
+    w_ov = {(label, label): -1.0 for label in erased}
+    return w_qk, w_ov, 2.0 * FLOAT32_EXP_UNDERFLOW

@@ -466,23 +466,45 @@ class AttentionHeadOp(CraftBlock):
 
 @irdl_op_definition
 class EraseOp(IRDLOperation):
-    """Zeroes a space's directions in the residual, in the MLP sublayer of `layer`: relu(x) and
-    relu(-x) per direction, written back with signs - and + (exact at every position, BOS and PAD
-    included). reuse-residual puts one after a space's last reader when a later space takes its
-    dimensions. It has an effect on the residual, not a result, so DCE keeps it."""
+    """Zeroes a space's directions in the residual in layer `layer`, exactly, at every position
+    (BOS and PAD included). Without `positions`, in the MLP sublayer: relu(x) and relu(-x) per
+    direction, written back with signs - and +. With `positions`, in the attention sublayer, so a
+    space last read by a head can give its dimensions to the same layer's MLP: a head whose
+    query and key are the position (one-hot `indices`, or the numbers p and p^2 with `one`: score
+    2pq - q^2) attends to its own position only (every other key at least a unit lower: exactly 0
+    weight at scale 208) and writes minus the space (BOS attends to itself anyway; a PAD query's
+    own key is masked, and PAD rows are never read). reuse-residual puts one after a space's last
+    reader when a later space takes its dimensions. It has an effect on the residual, not a
+    result, so DCE keeps it."""
 
     name = "craft.erase"
     space = operand_def(CategoricalSpaceType | NumericalSpaceType)
+    positions = var_operand_def(CategoricalSpaceType | NumericalSpaceType)
     layer = prop_def(IntegerAttr)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$space attr-dict `:` type($space)"
+    assembly_format = "$space `:` type($space) (`by` $positions^ `:` type($positions))? attr-dict"
 
-    def __init__(self, space: SSAValue, layer: int):
-        super().__init__(operands=[space], properties={"layer": IntegerAttr(layer, i64)})
+    def __init__(self, space: SSAValue, layer: int, positions: Sequence[SSAValue] = ()):
+        super().__init__(operands=[space, list(positions)], properties={"layer": IntegerAttr(layer, i64)})
 
     @property
     def layer_index(self) -> int:
         return self.layer.value.data
+
+    @property
+    def by_attention(self) -> bool:
+        return len(self.positions) > 0
+
+    def verify_(self) -> None:
+        types = [v.type for v in self.positions]
+        if not types:
+            return
+        if len(types) == 1 and isinstance(types[0], CategoricalSpaceType):
+            return
+        if len(types) == 3 and all(isinstance(t, NumericalSpaceType) for t in types) \
+                and types[2].space.data == "one":
+            return
+        raise VerifyException("an erasing head keys on one-hot positions (indices) or on the numbers p, p^2 and one")
 
 
 @irdl_op_definition
@@ -570,7 +592,8 @@ def block_slot(op: IRDLOperation) -> int:
     layer = op.layer_index
     if layer is None:
         raise VerifyException(f"{op.name} has no layer: run allocate-layers first")
-    return 2 * layer + (0 if isinstance(op, AttentionHeadOp) else 1)
+    attention = isinstance(op, AttentionHeadOp) or (isinstance(op, EraseOp) and op.by_attention)
+    return 2 * layer + (0 if attention else 1)
 
 
 def end_slot(model: "ModelOp") -> int:
@@ -613,13 +636,14 @@ def _verify_shared_dims(model: "ModelOp", labels: Sequence[str], dims: Sequence[
             slot, start = block_slot(op), spans[space_labels(op.space)[0]][0]
             if slot <= start:
                 raise VerifyException(f"craft.erase in layer {op.layer_index} runs before its space is written")
-        elif isinstance(op, BLOCK_OPS):
+        if isinstance(op, (EraseOp, *BLOCK_OPS)):
             slot = block_slot(op)
+            name = op.label.data if isinstance(op, BLOCK_OPS) else op.name
             for value in op.operands:
                 for label in space_labels(value):
                     start, stop = spans[label]
                     if not start < slot <= stop:
-                        raise VerifyException(f"'{op.label.data}' (layer {op.layer_index}) reads '{label}' "
+                        raise VerifyException(f"'{name}' (layer {op.layer_index}) reads '{label}' "
                                               f"outside its lifetime (slots {start}..{stop})")
         elif isinstance(op, OutputOp):
             erased = [x for x in space_labels(op.inp) if spans[x][1] != end]

@@ -6,7 +6,8 @@ W_Q selects a class of identical query rows and W_K carries each class's row of 
 the other way round, with key columns), so the head size is the number of distinct rows or
 columns, whichever is smaller (at most min(#query directions, #key directions)); W_OV likewise. Heads keep their
 own size and their own scale. A layer's MLP blocks are concatenated into one MLP, with two hidden
-units per direction of each `craft.erase` in that layer.
+units per direction of each MLP `craft.erase` in that layer; the layer's erasures by attention
+become one more head, attending to its own position.
 
 When the craft.model has `dims` (reuse-residual), each direction sits at its dimension and the
 `tensor.model` records `dims` and each direction's lifetime (`spans`), so every dimension stays
@@ -24,6 +25,7 @@ from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, ModuleOp, StringAtt
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from raspc.constructions.attention import erasing_head_weights
 from raspc.dialects import craft as C
 from raspc.dialects import tensor as T
 from raspc.dialects.common import CATEGORICAL, NUMERICAL, InputSpec
@@ -145,6 +147,18 @@ def _mlp(mlps: list[C.MlpOp], erasures: list[C.EraseOp], x: SSAValue, layer: int
     return op
 
 
+def _erasing_head(erasures: list[C.EraseOp]) -> list[tuple[str, C.SparseMatrixAttr, C.SparseMatrixAttr, float]]:
+    """The layer's erasures by attention as one head attending to its own position (no erasure:
+    no head)."""
+    if not erasures:
+        return []
+    erased = [label for e in erasures for label in C.space_labels(e.space)]
+    positions = [C.space_labels(v) for v in erasures[0].positions]
+    w_qk, w_ov, scale = erasing_head_weights(erased, positions)
+    label = "erase_" + "_".join(e.space.type.space.data for e in erasures)
+    return [(label, C.SparseMatrixAttr.from_dict(w_qk), C.SparseMatrixAttr.from_dict(w_ov), scale)]
+
+
 def _add(values: Sequence[SSAValue], hint: str) -> Operation:
     add = T.AddOp(list(values))
     add.results[0].name_hint = hint
@@ -181,14 +195,16 @@ class LowerCraftToTensorPass(ModulePass):
         for layer in range(n_layers):
             heads = [b for b in blocks if isinstance(b, C.AttentionHeadOp) and b.layer_index == layer]
             mlps = [b for b in blocks if isinstance(b, C.MlpOp) and b.layer_index == layer]
-            erased = [e for e in erasures if e.layer_index == layer]
-            if heads:
+            erased = [e for e in erasures if e.layer_index == layer and not e.by_attention]
+            erasing_head = _erasing_head([e for e in erasures if e.layer_index == layer and e.by_attention])
+            if heads or erasing_head:
                 outs = []
-                for h in heads:
-                    w_q, w_k = factor_bilinear(h.w_qk, index, d)
-                    w_v, w_o_t = factor_bilinear(h.w_ov, index, d)
-                    head = T.AttentionHeadOp(x, h.label.data, layer, w_q, w_k, w_v, w_o_t.T.copy(), h.scale.value.data)
-                    head.results[0].name_hint = f"L{layer}_{ssa_name(h.label.data)}"
+                for label, w_qk, w_ov, scale in [*((h.label.data, h.w_qk, h.w_ov, h.scale.value.data) for h in heads),
+                                                 *erasing_head]:
+                    w_q, w_k = factor_bilinear(w_qk, index, d)
+                    w_v, w_o_t = factor_bilinear(w_ov, index, d)
+                    head = T.AttentionHeadOp(x, label, layer, w_q, w_k, w_v, w_o_t.T.copy(), scale)
+                    head.results[0].name_hint = f"L{layer}_{ssa_name(label)}"
                     new_ops.append(head)
                     outs.append(head.results[0])
                 new_ops.append(add := _add([x, *outs], f"resid{layer}_attn"))
