@@ -24,6 +24,7 @@ skip zero terms, so floats may differ from the dense graph in the last bits, nev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,7 +35,7 @@ from xdsl.passes import ModulePass
 
 from raspc.analysis.weights import nonzero_cols, nonzero_rows
 from raspc.dialects import tensor as T
-from raspc.dialects.tensor import NONE_THRESHOLD
+from raspc.dialects.tensor import MASK_VALUE, NONE_THRESHOLD
 from raspc.lowering.tensor_to_onnx import (
     INPUT,
     OUTPUT,
@@ -148,6 +149,29 @@ class _Read:
     by_position: np.ndarray | None  # [positions, out]
     bias: np.ndarray | None  # [out]: added to every row (a table whose rows are all equal becomes one)
 
+    @property
+    def nonzero(self) -> bool:
+        return any(p is not None for p in (self.rest, self.by_token, self.by_position, self.bias))
+
+    def with_column(self, token_column: np.ndarray | None = None, constant: np.float32 | None = None) -> "_Read":
+        """This read with one more output column: a value per token (into the token table, which
+        must exist) or a constant (into the first table there is, else the bias)."""
+        def grow(a: np.ndarray | None, value: Any) -> np.ndarray | None:
+            return None if a is None else np.concatenate([a, np.broadcast_to(np.float32(value), (*a.shape[:-1], 1))],
+                                                         axis=-1)
+        by_token, by_position, bias = self.by_token, self.by_position, self.bias
+        rest = self.rest and (self.rest[0], grow(self.rest[1], 0))
+        if token_column is not None:
+            assert by_token is not None
+            return _Read(rest, np.concatenate([by_token, token_column[:, None]], axis=1), grow(by_position, 0),
+                         grow(bias, 0))
+        if by_token is not None:
+            return _Read(rest, grow(by_token, constant), grow(by_position, 0), grow(bias, 0))
+        if by_position is not None:
+            return _Read(rest, None, grow(by_position, constant), grow(bias, 0))
+        width = rest[1].shape[1] - 1 if rest is not None else 0
+        return _Read(rest, None, None, grow(bias if bias is not None else np.zeros(width, np.float32), constant))
+
 
 class _CompactBuilder:
     def __init__(self, g: _GraphBuilder, partition: ResidualPartition, embedding_only: np.ndarray,
@@ -202,6 +226,22 @@ class _CompactBuilder:
         return self.shared("shape_3d", lambda: self.g.node(
             "Concat", [self.g.node("Shape", [INPUT], "batch_seq"), self.const("const.minus_one", np.array([-1], dtype=np.int64))],
             "shape_3d", axis=0))
+
+    def full_mask(self) -> str:
+        """The additive attention mask [B, T, T] of the dense graph (positions and PAD keys)."""
+        return self.shared("mask", lambda: emit_mask(self.g, self.seq_len_1d(), len(self.pos)))
+
+    def position_mask(self) -> str:
+        """The position part of the mask [T, T] alone, for heads whose keys carry the PAD part."""
+        def build() -> str:
+            spec = self.g.model.spec
+            q, k = np.arange(len(self.pos))[:, None], np.arange(len(self.pos))[None, :]
+            hidden = (k > q) if spec.causal else ((q == 0) & (k > 0))  # as emit_mask has it
+            static = self.g.init("mask.positions", np.where(hidden, MASK_VALUE, 0.0).astype(np.float32))
+            ends = self.g.node("Concat", [self.seq_len_1d(), self.seq_len_1d()], "mask.ends", axis=0)
+            return self.g.node("Slice", [static, self.const("const.starts_00", np.array([0, 0], dtype=np.int64)), ends],
+                               "mask.square")
+        return self.shared("position_mask", build)
 
     def to_3d(self, rows: str, name: str) -> str:
         return self.g.node("Reshape", [rows, self.shape_3d()], name)
@@ -268,11 +308,12 @@ class _CompactBuilder:
         return x, np.concatenate([self.part.segments[s] for s in segs])
 
     def read_linear(self, stream: _Stream, dims: np.ndarray, w: np.ndarray, name: str,
-                    bias: np.ndarray | None = None) -> _Read:
+                    bias: np.ndarray | None = None, tabulate_all: bool = False) -> _Read:
         """`x[:, dims] @ w[dims] + bias`, the embedding-only rows tabulated (see _Read) when they are
-        all the read or many of its rows (a few rows beside others cost less as MatMul rows)."""
+        all the read, many of its rows (a few rows beside others cost less as MatMul rows), or
+        `tabulate_all`."""
         fixed = self.embedding_only[dims]
-        if not fixed.all() and fixed.sum() < TABULATE_MIN_ROWS:
+        if not tabulate_all and not fixed.all() and fixed.sum() < TABULATE_MIN_ROWS:
             fixed[:] = False
         rest = self.read(stream, dims[~fixed], name) if not fixed.all() else None
         fixed_dims = dims[fixed]
@@ -404,8 +445,6 @@ def _emit_embed(b: _CompactBuilder, embed: T.EmbedOp) -> _Stream:
     that read dims others write too see; reads of embedding-only dims are tabulated instead)."""
     g = b.g
     tok, pos = b.tok, b.pos
-    if g.model.heads:
-        g.mask = emit_mask(g, b.seq_len_1d(), len(pos))
     stream = _Stream()
     tok_segs = b.part.covering(nonzero_cols(tok))
     pos_segs = b.part.covering(nonzero_cols(pos))
@@ -434,16 +473,24 @@ def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Str
     out_segs, out_dims = b.write(blk.writes)
     if not len(out_dims) and not b.expose_attention:
         return _Stream()
+    reads = {k: b.read_linear(x, blk.reads[k], w[k], f"{prefix}.x_{k}", tabulate_all=k == "k") for k in "qkv"}
+    mask = b.full_mask
+    if reads["k"].by_token is not None and reads["q"].nonzero and op.scale_float != 0:
+        # PAD keys masked inside the scores: K gets a column "is PAD" (its token table's), Q a column
+        # MASK_VALUE / scale, so the product adds MASK_VALUE on PAD keys and 0 (exactly) elsewhere
+        is_pad = (np.arange(len(b.tok)) == g.model.spec.pad_id).astype(np.float32)
+        reads["k"] = reads["k"].with_column(token_column=is_pad)
+        reads["q"] = reads["q"].with_column(constant=np.float32(MASK_VALUE / np.float32(op.scale_float)))
+        mask = b.position_mask
     # the projections [B, T, d], each from what it reads (a projection of zeros is zeros: skipped)
-    proj = {k: b.linear(b.read_linear(x, blk.reads[k], w[k], f"{prefix}.x_{k}"), f"{prefix}.{k}", rows=False)
-            for k in "qkv"}
+    proj = {k: b.linear(reads[k], f"{prefix}.{k}", rows=False) for k in "qkv"}
     if proj["q"] is None or proj["k"] is None:  # scores all zero: a uniform pattern over unmasked keys
-        scores = g.mask
+        scores = b.full_mask()
     else:
         k_t = g.node("Transpose", [proj["k"]], f"{prefix}.k_T", perm=[0, 2, 1])
         qk = g.node("MatMul", [proj["q"], k_t], f"{prefix}.qk")
         scale = g.init(f"{prefix}.scale", _scalar(op.scale_float, np.float32))
-        scores = g.node("Add", [g.node("Mul", [qk, scale], f"{prefix}.scaled"), g.mask], f"{prefix}.scores")
+        scores = g.node("Add", [g.node("Mul", [qk, scale], f"{prefix}.scaled"), mask()], f"{prefix}.scores")
     pattern = g.node("Softmax", [scores], f"{prefix}.pattern", axis=-1)
     g.patterns.append((g.attention_names[op], pattern))
     if proj["v"] is None or not len(out_dims):
