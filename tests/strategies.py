@@ -374,27 +374,16 @@ def _repro_large_table_outputs() -> GeneratedProgram:
 
 
 def _repro_mean_through_categorical_copy() -> GeneratedProgram:
-    # fuzz seed 7, #5044: a numerical mean (1.6667) copied to categorical by discretisation comes out
-    # 1 - 8e-6 in float32; the next head's scale (208) turns that into unequal attention weights,
-    # so a numerical mean over the selection is off by ~2e-4 (tolerance 1e-4)
+    # fuzz seed 7, #5044: a numerical mean (1.6667) copied to categorical by discretisation came out
+    # 1 - 8e-6 in float32 (two ramp units rounding in different binades); the next head's scale (208)
+    # turned that into unequal attention weights, so a numerical mean over the selection was off by
+    # ~2e-4. Fixed by exact ramps for 0/1 outputs (raspc.constructions.mlp._exact_ramp)
     return _gp("rasp.numerical(rasp.Aggregate(rasp.Select(rasp.numerical(rasp.Aggregate(rasp.Select(rasp.tokens, "
                "rasp.tokens, rasp.Comparison.NEQ), rasp.numerical(rasp.indices), default=0)), rasp.indices, "
                "rasp.Comparison.NEQ), rasp.numerical(rasp.indices), default=0))", [0, 1], 11)
 
 
-def _small_numerical_error(gp: GeneratedProgram, m: "Mismatch") -> bool:
-    """Every wrong value is a number within 1e-3 (relative) of the evaluator's."""
-    return all(isinstance(g, float) and isinstance(e, (int, float)) and abs(g - e) <= 1e-3 * max(1.0, abs(e))
-               for g, e in zip(m.got, m.expected) if g != e)
-
-
-KNOWN_BUGS: tuple[KnownBug, ...] = (
-    KnownBug(
-        "mean-through-categorical-copy",
-        "a categorical copy of a numerical mean is 1 - 1e-5, not 1, in float32; a later head's scale 208 "
-        "turns that into unequal attention weights, so a numerical mean over it is off by ~1e-4 relative",
-        _repro_mean_through_categorical_copy, explains=_small_numerical_error, inputs=([0, 1, 0, 0],)),
-)
+KNOWN_BUGS: tuple[KnownBug, ...] = ()  # none open: fixed ones move to REGRESSIONS
 
 
 @dataclass(frozen=True)
@@ -495,6 +484,9 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression("float-tokens-categorical-mean", lambda: _gp(
         "rasp.Aggregate(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ), rasp.tokens)",
         [0.1, 0.2, 0.7, 1.0], 6), inputs=([0.1, 0.1, 0.1], [0.7, 0.2, 0.7]), must_compile=True),
+    # found by the fuzz run on 1351cd3 (seed 7): a categorical copy of a mean was 1 - 8e-6, not 1
+    Regression("mean-through-categorical-copy", _repro_mean_through_categorical_copy,
+               inputs=([0, 1, 0, 0],), expected=([1.5, 1, 1.5, 1.5],), must_compile=True),
 )
 
 

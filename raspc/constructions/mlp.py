@@ -6,7 +6,7 @@ Every construction is exact on the values it is given, not approximately right:
 |---|---|---|
 | `lookup_mlp` | categorical -> categorical: h_c = relu(sum of the input directions mapping to c) | #outputs |
 | `categorical_to_numerical_mlp` | relu(positive part) - relu(negative part): negative outputs exact | <= 2 |
-| `discretising_mlp` | numerical -> anything: a clamped ramp wherever the output changes between neighbouring values | 2 per change |
+| `discretising_mlp` | numerical -> anything: a clamped ramp wherever the output changes between neighbouring values (0/1 outputs: exact in float32) | 2 per change |
 | `sequence_map_mlp` | relu(x_a + sum of y_b - 1) per (row value, output) group, or per column | <= |A| x |B| |
 | `linear_mlp` | a * x + b * y through relu(+x), relu(-x) | <= 4 |
 | `tuple_mlp` | the tuple of k s-ops, None parts included: relu(sum of the parts' indicators - (k - 1)) | #tuples |
@@ -68,13 +68,15 @@ class MlpBuilder:
     b_in: dict[str, float] = field(default_factory=dict)
     w_out: Weights = field(default_factory=dict)
     out_bias: dict[str, float] = field(default_factory=dict)
+    _names: set[str] = field(default_factory=set, repr=False)  # `hidden` as a set: a unit is named once
 
     def neuron(self, tag: str, inputs: Mapping[str, float], bias: float, outputs: Mapping[str, float]) -> None:
         outputs = {k: v for k, v in outputs.items() if v != 0.0}
         if not outputs:
             return
         name = f"{self.label}[{tag}]"
-        assert name not in self.hidden, name
+        assert name not in self._names, name
+        self._names.add(name)
         self.hidden.append(name)
         for d, w in inputs.items():
             if w != 0.0:
@@ -250,6 +252,18 @@ Noise = float | Callable[[float, float], float]  # absolute, or per pair of neig
 Gate = tuple[Sequence[str], float]  # directions that sum to exactly 0 or 1, and the gate's strength
 
 
+def _too_close(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, noise: Noise) -> float:
+    """The noise at the gap (lo, hi); refused (UnsupportedError) when a quarter of the gap is not above it."""
+    if callable(noise):
+        noise = noise(lo, hi)
+    if (simple_fraction(hi) - simple_fraction(lo)) / 4 <= noise or hi - lo <= 2.0**-40 * max(abs(lo), abs(hi)):
+        raise UnsupportedError(
+            f"'{x_dir}' takes values {lo!r} and {hi!r}, which a float32 transformer cannot tell apart "
+            f"(its noise there is about {noise:.1e}), but '{mlp.label}' maps them differently"
+        )
+    return noise
+
+
 def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: Mapping[str, float], tag: str,
                   noise: Noise, gate: Gate | None = None, falling: bool = False,
                   x_form: Mapping[str, float] | None = None) -> None:
@@ -259,16 +273,17 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
     instead: the same step, but 0 right of the gap rather than left of it. With `gate = (gs, M)`
     the ramp is shifted down by M(1 - sum of gs): off unless the gate directions sum to 1. With
     `x_form`, x is not a direction but the linear form sum(w * direction) (x_dir only names it)."""
+    _too_close(mlp, x_dir, lo, hi, noise)
     flo, fhi = simple_fraction(lo), simple_fraction(hi)
-    if callable(noise):
-        noise = noise(lo, hi)
-    if (fhi - flo) / 4 <= noise or hi - lo <= 2.0**-40 * max(abs(lo), abs(hi)):
-        raise UnsupportedError(
-            f"'{x_dir}' takes values {lo!r} and {hi!r}, which a float32 transformer cannot tell apart "
-            f"(its noise there is about {noise:.1e}), but '{mlp.label}' maps them differently"
-        )
     t0, t1 = flo + (fhi - flo) / 4, fhi - (fhi - flo) / 4
-    slope = 1 / (t1 - t0)
+    _ramp_units(mlp, x_dir, t0, t1, 1 / (t1 - t0), delta_out, tag, gate, falling, x_form)
+
+
+def _ramp_units(mlp: MlpBuilder, x_dir: str, t0: Fraction | float, t1: Fraction | float, slope: Fraction | float,
+                delta_out: Mapping[str, float], tag: str, gate: Gate | None, falling: bool,
+                x_form: Mapping[str, float] | None) -> None:
+    """The two units of a ramp from t0 to t1 (slope = 1 / (t1 - t0)): relu(slope (x - t0)) minus
+    relu(slope (x - t1)), or mirrored when `falling`."""
     form = {x_dir: 1.0} if x_form is None else x_form
     if falling:
         inputs = {d: float(-slope * w) for d, w in form.items()}
@@ -294,6 +309,171 @@ def _step_neurons(mlp: MlpBuilder, x_dir: str, lo: float, hi: float, delta_out: 
             bias0, bias1 = float(b0), float(b0 - np.float32(1.0))
     mlp.neuron(f"{tag}>", inputs, bias0, dict(delta_out))
     mlp.neuron(f"{tag}<", inputs, bias1, {k: -v for k, v in delta_out.items()})
+
+
+def _power_of_two_below(x: float) -> float:
+    """The largest power of two <= x (x > 0)."""
+    return math.ldexp(1.0, math.frexp(x)[1] - 1)  # x = m * 2**e with m in [0.5, 1)
+
+
+def _rising_ramp_exact(on: np.ndarray, noise: float, t0: float, r: float) -> bool:
+    """Whether the float32 units of a rising ramp from t0 to t1 = t0 + r (t0 a multiple of the
+    power of two r, r at least the ulp of every x) differ by exactly 1 at every float32 x within
+    `noise` (and a few ulps) of the values `on` (all right of the ramp): big = X - T0 and small = X - T1 with X = x/r
+    (exact) and T = t/r (integers), each one rounding of an exact sum, fused or not. They do when
+    - T0 >= 0: 0 <= t <= x, so x - t is a multiple of ulp(x) no larger than x: both exact;
+    - x <= t0/2 < 0: Sterbenz, both exact;
+    - otherwise, when small and small + 1 lie in one binade for every such x (no power of two P with
+      small < P <= small + 1): both round to the same grid, on which 1 is an even number of steps."""
+    t1 = t0 + r
+    if t0 >= 0.0:
+        return True
+    if t1 > 0.0:
+        return False  # a ramp across 0: not placed
+    near = np.maximum(noise, 2.0**-22 * np.abs(on))  # a value's own float32 rounding, when noise is 0
+    x_lo, x_hi = (on - near) / r, (on + near) / r
+    sterbenz = x_hi <= (t0 / r) / 2
+    small_lo = (x_lo - t1 / r) * (1 - 2.0**-40)
+    small_hi = (x_hi - t1 / r) * (1 + 2.0**-40)
+    top = small_hi + 1.0
+    # below 2**23 the grid is at most 1/2, so 1 is an even number of steps and ties break alike
+    one_binade = (2.0 ** np.floor(np.log2(top)) <= small_lo) & (top < 2.0**23) & (small_lo > 0)
+    return bool(np.all(sterbenz | one_binade))
+
+
+# Candidate placements tried per ramp: widths r, r/2, ... and positions within the gap.
+_RAMP_WIDTHS = 4
+_RAMP_POSITIONS = 32
+
+
+def _exact_ramp(lo: float, hi: float, falling: bool, on: np.ndarray, noise: float,
+                grid: float) -> tuple[float, float, float] | None:
+    """(t0, t1, r) for a ramp inside the gap (lo, hi), a quarter gap from either value, whose two
+    float32 units differ by exactly 1 at every x within `noise` of the values `on` that switch it
+    on (`_rising_ramp_exact`; a falling ramp is a rising one of -x), or None.
+
+    r is a power of two (at most an eighth of the gap, at least `grid`, the ulp of the largest |x|)
+    and t0, t1 are multiples of it, so the slope 1/r and the biases -t/r are exact and x/r is exact
+    for every float32 x. Positions are tried from the side of the gap nearer 0."""
+    if falling:
+        ramp = _exact_ramp(-hi, -lo, False, -on, noise, grid)
+        return None if ramp is None else (-ramp[1], -ramp[0], ramp[2])
+    gap = hi - lo
+    r = _power_of_two_below(gap / 8)
+    for _ in range(_RAMP_WIDTHS):
+        if not grid <= r or not 2.0**-100 <= r <= 2.0**100:
+            return None
+        first, last = math.ceil((lo + gap / 4) / r), math.floor((hi - gap / 4) / r) - 1  # t0 / r
+        for m in range(first, last + 1)[:_RAMP_POSITIONS]:
+            t0 = m * r
+            if float(np.float32(t0)) == t0 and float(np.float32(t0 + r)) == t0 + r and \
+                    _rising_ramp_exact(on, noise, t0, r):
+                return t0, t0 + r, r
+        r /= 2
+    return None
+
+
+@dataclass
+class _Pair:
+    """The two units of one ramp, (t0, t1, r), and what they write once passed."""
+
+    ramp: tuple[float, float, float]
+    writes: dict[str, float] = field(default_factory=dict)
+
+
+def _add_exact_unit_steps(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs: Sequence[Mapping[str, float]],
+                          noise: Noise, tag: str) -> bool:
+    """The discretisation of outputs that are all 0 or 1 (a categorical copy, a one-hot), exact in
+    float32 whatever order a runtime sums a MatMul's inner dimension in. False (nothing added) when
+    some ramp cannot be placed so (`_exact_ramp`); the caller then builds the approximate one.
+
+    Each direction is its own constant plus ramps where it changes, chosen so that at any value at
+    most one ramp writing it is passed: a direction that changes twice (a run of 1s, or of 0s) is
+    its value inside plus a ramp falling at the left change and one rising at the right change;
+    one that changes once, a single ramp. The direction's sum is then {constant, +-big, -+small}
+    with big - small exactly 1, exact in any order (BLAS and onnxruntime's MLAS sum the inner
+    dimension in blocks of a few hundred, each from 0, so two passed ramps writing one direction
+    could round). Where the ramp of a bump cannot be placed exactly, the direction's changes are
+    made relative to the value nearest 0 instead (ramps left of it fall, right of it rise): exact
+    when its units are summed in their order, which blocked kernels do not promise (rare: the
+    fuzz programs' far embedded values). A direction that changes more than twice (0 1 0 1)
+    cannot have one passed ramp everywhere: not built here (rasp_to_craft detours through a one-hot
+    over the runs of equal outputs). Ramps that make the same move at the same step are shared."""
+    steps = _steps(outputs)
+    if changes_more_than_twice(outputs):
+        return False
+    noises = [_too_close(mlp, x_dir, float(xs[i]), float(xs[i + 1]), noise) for i, _ in steps]
+    x = np.asarray(xs, dtype=np.float64)
+    n = max(noises, default=0.0)
+    reach = max(abs(x[0]), abs(x[-1])) + n
+    grid = float(np.spacing(np.float32(reach))) * 2  # >= the ulp of every float32 within `reach`
+    changes: dict[str, list[tuple[int, float]]] = {}
+    for i, delta in steps:
+        for d, v in delta.items():
+            changes.setdefault(d, []).append((i, v))
+    pivot = int(np.argmin(np.abs(x)))
+    pairs: dict[tuple[int, bool], _Pair] = {}
+    constant: dict[str, float] = {}
+
+    def pair(i: int, falling: bool) -> _Pair | None:
+        if (i, falling) not in pairs:
+            on = x[: i + 1] if falling else x[i + 1:]
+            ramp = _exact_ramp(float(x[i]), float(x[i + 1]), falling, on, n, grid)
+            if ramp is None:
+                return None
+            pairs[(i, falling)] = _Pair(ramp)
+        return pairs[(i, falling)]
+
+    def place(d: str, moves: list[tuple[int, bool, float]], base: float) -> bool:
+        """d = base + sum of the moves (step, falling, weight): False if a ramp cannot be placed."""
+        found = [pair(i, falling) for i, falling, _ in moves]
+        if any(p is None for p in found):
+            return False
+        for p, (_, _, w) in zip(found, moves):
+            assert p is not None
+            p.writes[d] = p.writes.get(d, 0.0) + w
+        constant[d] = base
+        return True
+
+    for d in sorted(changes):
+        ch = changes[d]
+        first = outputs[0].get(d, 0.0)
+        options: list[tuple[list[tuple[int, bool, float]], float]] = []
+        if len(ch) == 1:
+            (i, v), = ch
+            options = [([(i, False, v)], first), ([(i, True, -v)], first + v)]
+            if float(x[i]) < 0.0:  # rising where the ramp can be right of 0, falling where left
+                options.reverse()
+        elif len(ch) == 2:
+            (i, v), (j, w) = ch
+            options = [([(i, True, -v), (j, False, w)], first + v)]
+        at_pivot = first + sum(v for i, v in ch if i < pivot)
+        options.append(([(i, i < pivot, -v if i < pivot else v) for i, v in ch], at_pivot))
+        if not any(place(d, moves, base) for moves, base in options):
+            return False
+    mlp.add_output_bias({d: c for d, c in constant.items() if c})
+    mlp.add_output_bias({d: outputs[0][d] for d in outputs[0] if d not in changes})
+    for (i, falling), p in sorted(pairs.items()):
+        if p.writes:  # _ramp_units takes a falling step's rise: minus what it writes once passed
+            t0, t1, r = p.ramp
+            rise = {d: -w for d, w in p.writes.items()} if falling else p.writes
+            _ramp_units(mlp, x_dir, t0, t1, 1 / r, rise, f"{tag}{i}{'v' if falling else '^'}", None, falling, None)
+    return True
+
+
+def changes_more_than_twice(outputs: Sequence[Mapping[str, float]]) -> bool:
+    """Some output direction changes more than twice along the values (0 1 0 1): its exact
+    discretisation needs a one-hot over the runs of equal outputs first."""
+    changes: dict[str, int] = {}
+    for _, delta in _steps(outputs):
+        for d in delta:
+            changes[d] = changes.get(d, 0) + 1
+    return max(changes.values(), default=0) > 2
+
+
+def _unit_outputs(outputs: Sequence[Mapping[str, float]]) -> bool:
+    """Every output is 0 or 1 in every direction (one-hot or None): every step is +-1."""
+    return all(v in (0.0, 1.0) for o in outputs for v in o.values())
 
 
 def _steps(outputs: Sequence[Mapping[str, float]]) -> list[tuple[int, dict[str, float]]]:
@@ -371,7 +551,13 @@ def add_discretisation(mlp: MlpBuilder, x_dir: str, xs: Sequence[float], outputs
                        x_form: Mapping[str, float] | None = None) -> None:
     """Units equal to outputs[i] at x = xs[i] (xs strictly ascending): the output at the plan's
     pivot as a constant plus a ramp wherever the output changes. Ungated, the constant becomes an
-    output bias. Refused when float32 rounding could move the output by more than DISCRETISATION_LIMIT."""
+    output bias. Refused when float32 rounding could move the output by more than DISCRETISATION_LIMIT.
+    Outputs that are all 0 or 1 (categorical copies, one-hot intervals) get exact ramps instead
+    (`_add_exact_unit_steps`): a categorical direction a later head reads with scale 208 must be
+    exactly 0 or 1, not 1 - 8e-6."""
+    exact = gate is None and x_form is None and _unit_outputs(outputs)
+    if exact and _add_exact_unit_steps(mlp, x_dir, xs, outputs, noise, tag):
+        return
     plan = DiscretisationPlan(0, 0.0, 0.0) if gate is not None else plan_discretisation(xs, outputs)
     base = outputs[plan.pivot]
     if gate is None:
@@ -483,6 +669,7 @@ __all__ = [
     "MlpBlock", "MlpBuilder", "lookup_mlp", "categorical_to_numerical_mlp", "sequence_map_mlp", "discretising_mlp",
     "additive_form", "additive_sequence_map_mlp",
     "add_discretisation", "DiscretisationPlan", "plan_discretisation", "output_runs", "noise_of", "exact_value_noise",
+    "changes_more_than_twice",
     "linear_mlp", "affine_fit", "tuple_mlp", "width_mlp", "mean_type_mlp", "simple_fraction", "Weights",
     "RELATIVE_NOISE", "OUTPUT_PRECISION", "DISCRETISATION_LIMIT",
 ]

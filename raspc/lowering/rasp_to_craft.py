@@ -13,7 +13,7 @@ removed. Finally the `rasp.program` becomes a `craft.model` around the same bloc
 |---|---|
 | tokens, indices | `craft.embed` |
 | full, constant | `craft.positional` |
-| map | lookup MLP (categorical input), discretising MLP (numerical input) |
+| map | lookup MLP (categorical input), discretising MLP (numerical input; two MLPs through a one-hot over the runs of equal outputs when one MLP cannot be exact) |
 | sequence_map, linear_sequence_map, tuple | sequence-map MLP, linear MLP, tuple MLP |
 | aggregate of a conjunction of selects | one attention head (+ a width head and an MLP where the mean's type depends on the width) |
 | selector_width | attention head (BOS's share) + discretising MLP |
@@ -228,9 +228,11 @@ class MapToMlp(_Lowering):
             if fit is not None:  # a * x + b on the whole value set: linear, exact, however close the values
                 signs = {x_dir: (any(p > 0 for p in points), any(p < 0 for p in points))}
                 block = M.linear_mlp(op.label_str, {x_dir: fit[0]}, signs, out_dirs[0], bos, bias=fit[1])
-            elif ys is not None and M.plan_discretisation(points, outs).cancelling_error > M.OUTPUT_PRECISION:
-                # outputs too large next to small ones for ramps that cancel: first one-hot over the
-                # runs of equal outputs, then a thresholded lookup (one more MLP, exact)
+            elif ((ys is not None and M.plan_discretisation(points, outs).cancelling_error > M.OUTPUT_PRECISION)
+                  or (ys is None and M.changes_more_than_twice(outs))):
+                # outputs too large next to small ones for ramps that cancel, or a categorical output
+                # that comes back (0 1 0 1, no exact single MLP): first one-hot over the runs of
+                # equal outputs, then a lookup (one more MLP, exact)
                 self.replace(rewriter, op, *self._via_one_hot(op, x, x_dir, points, outs, noise, out_space, bos))
                 return
             else:
@@ -247,9 +249,15 @@ class MapToMlp(_Lowering):
                                      noise=noise)
         first = self.mlp_op(one_hot, [x], interval, op)
         first.res.name_hint = f"{op.res.name_hint or 'map'}_interval"
-        out_dir = out_space.labels[0]
-        ys = {r: o.get(out_dir, 0.0) for r, o in zip(runs, outs)}
-        lookup = M.categorical_to_numerical_mlp(op.label_str, interval.labels, out_dir, [ys[r] for r in sorted(ys)], {})
+        at_run = dict(zip(runs, outs))
+        if op.result_type.is_categorical:  # one-hot outputs: each run's direction, or None
+            position = {d: i for i, d in enumerate(out_space.labels)}
+            table = [next((position[d] for d in at_run[r]), None) for r in sorted(at_run)]
+            lookup = M.lookup_mlp(op.label_str, interval.labels, out_space.labels, table, {})
+        else:
+            out_dir = out_space.labels[0]
+            ys = [at_run[r].get(out_dir, 0.0) for r in sorted(at_run)]
+            lookup = M.categorical_to_numerical_mlp(op.label_str, interval.labels, out_dir, ys, {})
         second = self.mlp_op(lookup, [first.res], out_space, op)
         return [first, second], second.res
 
