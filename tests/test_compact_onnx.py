@@ -16,6 +16,7 @@ import pytest
 from test_e2e_library import AT16, BIG, USUAL, Case
 
 from raspc import compile_rasp_to_model, lib, rasp
+from raspc.lowering import compact_onnx
 from raspc.lowering.compact_onnx import GRAPH_KIND, partition_residual, tensor_to_compact_onnx
 from raspc.lowering.tensor_to_onnx import tensor_to_onnx
 from raspc.runtime import OnnxModel
@@ -148,3 +149,67 @@ def test_cli_compact_flag_and_export_pass(tmp_path) -> None:
     out2 = tmp_path / "hist2.onnx"
     compile_module(module, f'{DEFAULT_PIPELINE},export-compact-onnx{{output="{out2}"}}')
     assert onnx.load(out2).graph == onnx.load(out).graph
+
+
+def _assert_compact_equals_dense(m, max_seq_len: int) -> onnx.ModelProto:
+    compact_proto = tensor_to_compact_onnx(m.module, expose_attention=True)
+    dense = OnnxModel.load(tensor_to_onnx(m.module, expose_attention=True).SerializeToString())
+    compact = OnnxModel.load(compact_proto.SerializeToString())
+    ids = _random_ids(dense, max_seq_len, batch=24)
+    a, b = dense.run(ids), compact.run(ids)
+    np.testing.assert_array_equal(a["output"], b["output"])
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-6, err_msg=name)
+    return compact_proto
+
+
+def _nodes(model: onnx.ModelProto) -> dict[str, str]:
+    return {n.name: n.op_type for n in model.graph.node}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in USUAL[:5] + AT16[:4]])
+def test_untabulated_reads_and_the_full_mask_give_the_same_graph_function(case: Case, monkeypatch) -> None:
+    # the paths the speed-ups skip: every embedding row read from the stream (no token/position
+    # tables but for K), and the [B, T, T] mask instead of PAD keys masked inside the scores
+    monkeypatch.setattr(compact_onnx, "PAD_IN_SCORES", False)
+    monkeypatch.setattr(compact_onnx, "TABULATE_MIN_ROWS", 10**9)
+    proto = _assert_compact_equals_dense(_compile(case), case.max_seq_len)
+    assert "mask" in _nodes(proto)  # the dense graph's mask is built
+
+
+def test_pad_keys_are_masked_inside_the_scores() -> None:
+    m = compile_rasp_to_model(lib.make_hist(), vocab=list("abcd"), max_seq_len=6)
+    proto = _assert_compact_equals_dense(m, 6)
+    nodes = _nodes(proto)
+    assert "mask" not in nodes and nodes["mask.square"] == "Slice"  # only the [T, T] position part
+    k_table = {t.name: t for t in proto.graph.initializer}["L0.hist.attn.k.by_token"]
+    pad_column = onnx.numpy_helper.to_array(k_table)[:, -1]
+    assert pad_column.tolist() == [float(i == m.runtime.pad_id) for i in range(len(m.runtime.vocab))]
+    # a batch with PAD on the right answers each row as alone
+    rows = [["BOS", "a", "b", "a"], ["BOS", "c"], ["BOS", "d", "d", "d", "a", "b", "c"]]
+    assert m.apply_batch(rows) == [m.apply(r).decoded for r in rows]
+
+
+@pytest.mark.parametrize("kind,program", [
+    ("by_position", rasp.Aggregate(rasp.Select(rasp.indices, rasp.Map(lambda i: (i + 1) % 5, rasp.indices),
+                                               rasp.Comparison.EQ), rasp.tokens)),
+    ("by_token", rasp.numerical(rasp.Map(lambda t: t / 2, rasp.tokens))),
+    ("by_pair", rasp.SequenceMap(lambda t, i: t * i, rasp.tokens, rasp.indices)),
+])
+def test_mlps_of_tokens_positions_or_both_are_tabulated(kind: str, program: rasp.SOp, monkeypatch) -> None:
+    m = compile_rasp_to_model(program, vocab=[0, 1, 2, 3], max_seq_len=5)
+    proto = _assert_compact_equals_dense(m, 5)
+    tables = [t.name for t in proto.graph.initializer if t.name.endswith(f".{kind}")]
+    assert tables and _nodes(proto)[tables[0].rsplit(".", 1)[0] + ".out"] == "Gather"  # no MLP left
+    assert m.apply(["BOS", 3, 0, 2]).decoded[1:] == pytest.approx(rasp.evaluate(program, [3, 0, 2]))
+    if kind == "by_pair":  # past the pair-table budget: an MLP on gathered inputs, the same function
+        monkeypatch.setattr(compact_onnx, "PAIR_TABLE_MAX", 0)
+        proto = _assert_compact_equals_dense(m, 5)
+        assert not any(t.name.endswith(".by_pair") for t in proto.graph.initializer)
+
+
+def test_wide_residual_is_concatenated_from_views() -> None:
+    m = compile_rasp_to_model(lib.make_sort_unique(rasp.tokens, rasp.tokens), vocab=list(range(32)), max_seq_len=32)
+    assert len(m.residual_labels) >= compact_onnx.RESIDUAL_PIECEWISE_MIN
+    proto = _assert_compact_equals_dense(m, 32)
+    assert _nodes(proto)["residual"] == "Concat"

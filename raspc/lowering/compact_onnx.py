@@ -24,7 +24,7 @@ skip zero terms, so floats may differ from the dense graph in the last bits, nev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -93,7 +93,7 @@ class ResidualPartition:
     def covering(self, dims: np.ndarray) -> list[int]:
         """The segments holding `dims` (dims nothing writes are zero: no segment)."""
         segs = self.segment_of[dims]
-        return sorted(set(int(s) for s in segs[segs >= 0]))
+        return sorted({int(s) for s in segs[segs >= 0]})
 
 
 def partition_residual(d_model: int, writers: list[np.ndarray], readers: list[np.ndarray]) -> ResidualPartition:
@@ -153,7 +153,7 @@ class _Read:
     def nonzero(self) -> bool:
         return any(p is not None for p in (self.rest, self.by_token, self.by_position, self.bias))
 
-    def with_column(self, token_column: np.ndarray | None = None, constant: np.float32 | None = None) -> "_Read":
+    def with_column(self, token_column: np.ndarray | None = None, constant: np.float32 | None = None) -> _Read:
         """This read with one more output column: a value per token (into the token table, which
         must exist) or a constant (into the first table there is, else the bias)."""
         def grow(a: np.ndarray | None, value: Any) -> np.ndarray | None:
@@ -190,7 +190,7 @@ class _CompactBuilder:
             self.constants[name] = self.g.init(name, value)
         return self.constants[name]
 
-    def shared(self, name: str, build) -> str:  # noqa: ANN001 - a zero-argument builder
+    def shared(self, name: str, build: Callable[[], str]) -> str:
         """A tensor every block may use (token ids flattened, positions, shapes), built on first use."""
         if name not in self.constants:
             self.constants[name] = build()
@@ -224,8 +224,12 @@ class _CompactBuilder:
     def shape_3d(self) -> str:
         """[B, T, -1]: reshapes rows back to sequences."""
         return self.shared("shape_3d", lambda: self.g.node(
-            "Concat", [self.g.node("Shape", [INPUT], "batch_seq"), self.const("const.minus_one", np.array([-1], dtype=np.int64))],
-            "shape_3d", axis=0))
+            "Concat", [self.batch_seq(), self.const("const.minus_one", np.array([-1], dtype=np.int64))], "shape_3d",
+            axis=0))
+
+    def batch_seq(self) -> str:
+        """[B, T]."""
+        return self.shared("batch_seq", lambda: self.g.node("Shape", [INPUT], "batch_seq"))
 
     def full_mask(self) -> str:
         """The additive attention mask [B, T, T] of the dense graph (positions and PAD keys)."""
@@ -329,7 +333,9 @@ class _CompactBuilder:
             i = 0 if tables[0] is not None else 1  # the bias rides in a table: each row gathers it once
             tables[i] = tables[i] + total
             total = None
-        as32 = lambda a: None if a is None else a.astype(np.float32)  # noqa: E731
+        def as32(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a.astype(np.float32)
+
         return _Read(rest and (rest[0], w[rest[1]]), as32(tables[0]), as32(tables[1]), as32(total))
 
     def gathered(self, rd: _Read, name: str, rows: bool) -> list[str]:
@@ -393,6 +399,10 @@ class _CompactBuilder:
 # Below this many rows a MatMul beats a column Gather in onnxruntime (measured on x86: a gathered
 # float costs about as much as 60-70 multiply-adds).
 GATHER_MIN_ROWS = 64
+
+# Heads whose keys gather a token table mask PAD keys inside their scores (see _emit_head); off, every
+# head adds the [B, T, T] mask of the dense graph (the tests compare both ways).
+PAD_IN_SCORES = True
 
 # A read tabulates its embedding-only rows when they are all it reads or at least this many of them.
 TABULATE_MIN_ROWS = 16
@@ -475,7 +485,7 @@ def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Str
         return _Stream()
     reads = {k: b.read_linear(x, blk.reads[k], w[k], f"{prefix}.x_{k}", tabulate_all=k == "k") for k in "qkv"}
     mask = b.full_mask
-    if reads["k"].by_token is not None and reads["q"].nonzero and op.scale_float != 0:
+    if PAD_IN_SCORES and reads["k"].by_token is not None and reads["q"].nonzero and op.scale_float != 0:
         # PAD keys masked inside the scores: K gets a column "is PAD" (its token table's), Q a column
         # MASK_VALUE / scale, so the product adds MASK_VALUE on PAD keys and 0 (exactly) elsewhere
         is_pad = (np.arange(len(b.tok)) == g.model.spec.pad_id).astype(np.float32)
@@ -577,7 +587,7 @@ def _emit_readout(b: _CompactBuilder, op: T.ReadoutOp, x: _Stream) -> None:
         flat = g.node("Where", [is_none, c_none, idx], "readout.ids")
     else:
         flat = g.node("Gather", [r[0], g.init("readout.dim", _scalar(cols[0], np.int64))], "readout.value", axis=-1)
-    g.node_named("Reshape", [flat, g.node("Shape", [INPUT], "readout.shape")], OUTPUT)
+    g.node_named("Reshape", [flat, b.batch_seq()], OUTPUT)
 
 
 def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
