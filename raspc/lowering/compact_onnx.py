@@ -23,8 +23,9 @@ skip zero terms, so floats may differ from the dense graph in the last bits, nev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
