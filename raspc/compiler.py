@@ -54,6 +54,7 @@ _RASPC_PASSES = {
     "allocate-layers": ("raspc.passes.allocate_layers", "AllocateLayersPass"),
     "layout-residual": ("raspc.passes.layout_residual", "LayoutResidualPass"),
     "reuse-residual": ("raspc.passes.reuse_residual", "ReuseResidualPass"),
+    "expand-residual": ("raspc.passes.expand_residual", "ExpandResidualPass"),
     "lower-craft-to-tensor": ("raspc.lowering.craft_to_tensor", "LowerCraftToTensorPass"),
     "export-onnx": ("raspc.lowering.tensor_to_onnx", "ExportOnnxPass"),
     "export-compact-onnx": ("raspc.lowering.compact_onnx", "ExportCompactOnnxPass"),

@@ -106,6 +106,21 @@ def test_position_keyed_heads_stop_where_float32_would_round_their_scores() -> N
     assert POSITION in ModelWeights.from_module(small.module).labels
 
 
+@pytest.mark.parametrize("case", e2e._params(CASES))
+def test_expanded_reused_model_is_the_default_model(case: e2e.Case) -> None:
+    """expand-residual drops exactly what reuse-residual added: the tensor IR is the default one, so
+    the compact graph (built from it) is the default model's, byte for byte: reuse costs the deployed
+    forward pass nothing."""
+    from raspc.passes.expand_residual import expand_residual
+
+    plain, reused = models(case)
+    assert str(expand_residual(reused.module)) == str(plain.module)
+    for a, b in [(plain.compact_onnx_model.graph, reused.compact_onnx_model.graph)]:
+        assert [i.SerializeToString() for i in a.initializer] == [i.SerializeToString() for i in b.initializer]
+        assert [n.SerializeToString() for n in a.node] == [n.SerializeToString() for n in b.node]
+    assert plain.residual_labels == reused.residual_labels
+
+
 def test_compact_and_dense_graphs_agree_on_a_reused_model() -> None:
     plain, reused = models({c.name: c for c in CASES}["shuffle_dyck2"])
     rng = np.random.default_rng(0)
@@ -213,7 +228,10 @@ def test_onnx_file_carries_the_layout() -> None:
     layout = json.loads(meta[RESIDUAL_LAYOUT])
     d = width(reused)
     assert max(layout["dims"]) + 1 == d < len(layout["labels"])
-    assert len(reused.residual_labels) == d  # one label per dim of the `residual` output: its final holder
+    from raspc.runtime import OnnxModel
+
+    # one label per dim of the dense graph's `residual` output: its final holder
+    assert len(OnnxModel(reused.onnx_model.SerializeToString()).residual_labels) == d
     from_file = ModelWeights.from_onnx(reused.onnx_model)
     from_ir = ModelWeights.from_module(reused.module)
     assert from_file.labels == from_ir.labels and from_file.readout_dims == from_ir.readout_dims
@@ -224,9 +242,12 @@ def test_onnx_file_carries_the_layout() -> None:
 
 
 def test_final_residual_is_labelled_by_its_last_holder() -> None:
+    from raspc.runtime import OnnxModel
+
     _, reused = models({c.name: c for c in CASES}["reverse"])
-    out = reused.apply(["BOS", "a", "b", "c"])
-    labels = reused.residual_labels
+    dense = OnnxModel(reused.onnx_model.SerializeToString())
+    out = dense.apply(["BOS", "a", "b", "c"])
+    labels = dense.residual_labels
     cols = [labels.index(f"reverse:{t}") for t in "abcd"]
     decoded = [("abcd"[int(np.argmax(row[cols]))]) for row in np.asarray(out.residual)[1:]]
     assert decoded == ["c", "b", "a"]

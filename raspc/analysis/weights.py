@@ -122,8 +122,9 @@ class ModelWeights:
         return ModelWeights.from_tensor_model(T.tensor_model(module))
 
     @staticmethod
-    def from_tensor_model(model: Any) -> "ModelWeights":
-        """From a verified `raspc.dialects.tensor.TensorModel` view."""
+    def from_tensor_model(model: Any, erasures: bool = True) -> "ModelWeights":
+        """From a verified `raspc.dialects.tensor.TensorModel` view (a model whose directions share
+        dimensions in its labelled basis: `expand_layout`, with or without its `erasures`)."""
         from raspc.dialects import tensor as T
 
         prefixes = model.block_prefixes()
@@ -149,7 +150,7 @@ class ModelWeights:
             vocab=tuple(spec.token_ids), bos_id=spec.bos_id, pad_id=spec.pad_id,
             max_seq_len=spec.max_seq_len, causal=spec.causal,
         )
-        return weights if model.layout is None else expand_layout(weights, model.layout)
+        return weights if model.layout is None else expand_layout(weights, model.layout, erasures)
 
     @staticmethod
     def from_onnx(path_or_model: Any) -> "ModelWeights":
@@ -236,11 +237,18 @@ def _from_parts(meta: dict[str, Any], inits: dict[str, np.ndarray]) -> ModelWeig
 RESIDUAL_LAYOUT = "raspc.residual_layout"  # metadata of a model whose directions share dimensions
 
 
-def expand_layout(weights: ModelWeights, layout: Any) -> ModelWeights:
+def expand_layout(weights: ModelWeights, layout: Any, erasures: bool = True) -> ModelWeights:
     """The model in its labelled basis (a `ResidualLayout`'s directions, one dimension each): every
     block reads the directions alive in its sublayer slot and writes those it writes or erases
-    there, from the dimensions that hold them then."""
-    n, dims = len(layout.labels), np.asarray(layout.dims, np.int64)
+    there, from the dimensions that hold them then. Without `erasures`, what only erases is left
+    out (in the labelled basis nothing reads an erased direction again): erasing heads, erasing
+    MLP units, and the directions only they read (the positions an erasing head keys on); that
+    is the model compiled without reuse-residual."""
+    dims = np.asarray(layout.dims, np.int64)
+    slot_of = {id(h): 2 * h.layer for h in weights.heads} | {id(m): 2 * m.layer + 1 for m in weights.mlps}
+    writes = {s: [i for i in layout.written_at(s) if erasures or layout.spans[i][0] == s] for s in set(slot_of.values())}
+    reads = {s: layout.readable_at(s) for s in set(slot_of.values())}
+    n = len(layout.labels)
 
     def rows(w: np.ndarray, live: list[int]) -> np.ndarray:
         out = np.zeros((n, w.shape[1]), w.dtype)
@@ -252,20 +260,49 @@ def expand_layout(weights: ModelWeights, layout: Any) -> ModelWeights:
         out[..., live] = w[..., dims[live]]
         return out
 
-    embedded = layout.written_at(-1)
-    heads = tuple(replace(h, w_q=rows(h.w_q, r), w_k=rows(h.w_k, r), w_v=rows(h.w_v, r), w_o=cols(h.w_o, w))
-                  for h in weights.heads
-                  for r, w in [(layout.readable_at(2 * h.layer), layout.written_at(2 * h.layer))])
-    mlps = tuple(replace(m, w_in=rows(m.w_in, r), w_out=cols(m.w_out, w), b_out=cols(m.b_out, w))
-                 for m in weights.mlps
-                 for r, w in [(layout.readable_at(2 * m.layer + 1), layout.written_at(2 * m.layer + 1))])
+    heads, dropped_reads = [], []
+    for h in weights.heads:
+        r, w = reads[slot_of[id(h)]], writes[slot_of[id(h)]]
+        head = replace(h, w_q=rows(h.w_q, r), w_k=rows(h.w_k, r), w_v=rows(h.w_v, r), w_o=cols(h.w_o, w))
+        if erasures or np.any(head.w_o):
+            heads.append(head)
+        else:
+            dropped_reads.append(nonzero_rows(head.w_q, head.w_k, head.w_v))
+    mlps = []
+    for m in weights.mlps:
+        r, w = reads[slot_of[id(m)]], writes[slot_of[id(m)]]
+        w_out = cols(m.w_out, w)
+        units = np.ones(len(m.b_in), bool) if erasures else np.any(w_out != 0, axis=1)
+        if erasures or units.any():
+            mlps.append(replace(m, w_in=rows(m.w_in, r)[:, units], b_in=m.b_in[units], w_out=w_out[units],
+                                b_out=cols(m.b_out, w)))
     final = {label: i for i, label in enumerate(layout.labels)}
-    return replace(
+    expanded = replace(
         weights, labels=tuple(layout.labels),
-        token_embedding=cols(weights.token_embedding, embedded),
-        position_embedding=cols(weights.position_embedding, embedded),
-        heads=heads, mlps=mlps,
+        token_embedding=cols(weights.token_embedding, layout.written_at(-1)),
+        position_embedding=cols(weights.position_embedding, layout.written_at(-1)),
+        heads=tuple(heads), mlps=tuple(mlps),
         readout_dims=tuple(final[layout.final_labels()[d]] for d in weights.readout_dims),
+    )
+    if not dropped_reads:
+        return expanded
+    # the directions only erasing heads read (the positions they key on): nothing reads them now
+    still_read = set(nonzero_rows(*(x for h in heads for x in (h.w_q, h.w_k, h.w_v)), *(m.w_in for m in mlps))
+                     if heads or mlps else [])
+    unread = set(np.concatenate(dropped_reads).tolist()) - still_read - set(expanded.readout_dims)
+    return _drop_directions(expanded, sorted(unread)) if unread else expanded
+
+
+def _drop_directions(weights: ModelWeights, drop: list[int]) -> ModelWeights:
+    keep = np.setdiff1d(np.arange(len(weights.labels)), drop)
+    new = {int(i): j for j, i in enumerate(keep)}
+    return replace(
+        weights, labels=tuple(weights.labels[i] for i in keep),
+        token_embedding=weights.token_embedding[:, keep], position_embedding=weights.position_embedding[:, keep],
+        heads=tuple(replace(h, w_q=h.w_q[keep], w_k=h.w_k[keep], w_v=h.w_v[keep], w_o=h.w_o[:, keep])
+                    for h in weights.heads),
+        mlps=tuple(replace(m, w_in=m.w_in[keep], w_out=m.w_out[:, keep], b_out=m.b_out[keep]) for m in weights.mlps),
+        readout_dims=tuple(new[d] for d in weights.readout_dims),
     )
 
 

@@ -639,8 +639,12 @@ def _emit_full_residual(b: _CompactBuilder, x: _Stream, d_model: int) -> None:
 def tensor_to_compact_onnx(
     module: ModuleOp, *, expose_attention: bool = False, name: str | None = None
 ) -> onnx.ModelProto:
-    """Exports a tensor-level module as a compact ONNX model (same contract as `tensor_to_onnx`)."""
-    model = T.tensor_model(module)
+    """Exports a tensor-level module as a compact ONNX model (same contract as `tensor_to_onnx`).
+    Directions sharing dimensions (reuse-residual) are kept apart here anyway: such a module is
+    expanded first (expand-residual), so its erasures cost nothing."""
+    from raspc.passes.expand_residual import expand_residual
+
+    model = T.tensor_model(expand_residual(module))
     g = _GraphBuilder(model)
     blocks = [_block(op) for op in model.ops if isinstance(op, (T.AttentionHeadOp, T.MlpOp))]
     tok = T.dense_to_numpy(model.embed.token_embedding)
