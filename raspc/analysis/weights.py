@@ -276,13 +276,13 @@ def expand_layout(weights: ModelWeights, layout: Any, erasures: bool = True) -> 
         if erasures or units.any():
             mlps.append(replace(m, w_in=rows(m.w_in, r)[:, units], b_in=m.b_in[units], w_out=w_out[units],
                                 b_out=cols(m.b_out, w)))
-    final = {label: i for i, label in enumerate(layout.labels)}
+    index, holders = {label: i for i, label in enumerate(layout.labels)}, layout.final_labels()
     expanded = replace(
         weights, labels=tuple(layout.labels),
         token_embedding=cols(weights.token_embedding, layout.written_at(-1)),
         position_embedding=cols(weights.position_embedding, layout.written_at(-1)),
         heads=tuple(heads), mlps=tuple(mlps),
-        readout_dims=tuple(final[layout.final_labels()[d]] for d in weights.readout_dims),
+        readout_dims=tuple(index[holders[d]] for d in weights.readout_dims),
     )
     if not dropped_reads:
         return expanded
