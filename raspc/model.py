@@ -33,7 +33,7 @@ class CompiledModel:
         self.program = program
         self._onnx_model: onnx.ModelProto | None = None
         # the session runs the compact graph (same answers, cost follows the non-zero weights)
-        self.compact_onnx_model: onnx.ModelProto = tensor_to_compact_onnx(module)
+        self.compact_onnx_model: onnx.ModelProto = tensor_to_compact_onnx(self.labelled_module)
         self.runtime = OnnxModel.load(self.compact_onnx_model.SerializeToString())
 
     _program_graph: dict[str, Any] | None = None
@@ -146,12 +146,25 @@ class CompiledModel:
 
     # -- Tracr's model object and TransformerLens (issue 8) ----------------
     @property
+    def labelled_module(self) -> ModuleOp:
+        """`module` with one residual dimension per direction: itself, or for a model compiled with
+        `reuse_residual=True` the same model without reuse (expand-residual). What this object
+        runs and shows (`apply`, Tracr's activations, `weights`, TransformerLens) is this one, so
+        `residual_labels` label every residual it returns; `onnx_model` and `save_onnx` keep the
+        reuse (its layout in the file's metadata)."""
+        if getattr(self, "_labelled_module", None) is None:
+            from raspc.passes.expand_residual import expand_residual
+
+            self._labelled_module = expand_residual(self.module)
+        return self._labelled_module
+
+    @property
     def hooked_onnx_model(self) -> onnx.ModelProto:
         """The transformer-shaped graph with TransformerLens-named hook outputs (built on first use)."""
         if getattr(self, "_hooked_onnx_model", None) is None:
             from raspc.lowering.tensor_to_onnx import tensor_to_onnx
 
-            self._hooked_onnx_model = tensor_to_onnx(self.module, hooks=True)
+            self._hooked_onnx_model = tensor_to_onnx(self.labelled_module, hooks=True)
         return self._hooked_onnx_model
 
     @property
@@ -160,7 +173,7 @@ class CompiledModel:
         if getattr(self, "_weights", None) is None:
             from raspc.analysis.weights import ModelWeights
 
-            self._weights = ModelWeights.from_module(self.module)
+            self._weights = ModelWeights.from_module(self.labelled_module)
         return self._weights
 
     @property

@@ -121,6 +121,20 @@ def test_expanded_reused_model_is_the_default_model(case: e2e.Case) -> None:
     assert plain.residual_labels == reused.residual_labels
 
 
+def test_tracr_activations_of_a_reused_model_are_labelled_by_residual_labels() -> None:
+    """What CompiledModel returns is the labelled model's: Tracr's per-sublayer residuals have one
+    column per `residual_labels` entry, as without reuse (the file keeps the reuse)."""
+    plain, reused = models({c.name: c for c in CASES}["sort"])
+    a, b = plain.apply(["BOS", 3, 1, 2]), reused.apply(["BOS", 3, 1, 2])
+    assert reused.residual_labels == plain.residual_labels
+    assert len(b.residuals) == len(a.residuals)
+    for x, y in zip(a.residuals, b.residuals):
+        assert y.shape[-1] == len(reused.residual_labels)
+        np.testing.assert_array_equal(x, y)
+    assert reused.weights.labels == plain.weights.labels
+    assert T.tensor_model(reused.module).d_model < len(reused.residual_labels)
+
+
 def test_compact_and_dense_graphs_agree_on_a_reused_model() -> None:
     plain, reused = models({c.name: c for c in CASES}["shuffle_dyck2"])
     rng = np.random.default_rng(0)
@@ -274,6 +288,8 @@ def test_cli_compile_reuse_residual(tmp_path: Any) -> None:
     assert run.stdout.strip() == "['c', 'b', 'a']", run.stderr
     bad = subprocess.run(cmd[:-2] + ["--emit", "rasp"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "layout-residual" in bad.stderr
+    hooks = subprocess.run(cmd + ["--hooks"], capture_output=True, text=True, timeout=120)
+    assert hooks.returncode != 0 and hooks.stderr.count("\n") == 1 and "--reuse-residual" in hooks.stderr
 
 
 HAS_TL = all(importlib.util.find_spec(m) is not None for m in ("torch", "transformer_lens"))
@@ -284,9 +300,9 @@ def test_transformer_lens_export_of_a_reused_model_answers_the_same() -> None:
     """TransformerLens gets the labelled basis (one dimension per direction): same answers."""
     import torch
 
-    _, reused = models({c.name: c for c in CASES}["shuffle_dyck2"])
+    plain, reused = models({c.name: c for c in CASES}["shuffle_dyck2"])
     tl_model = reused.to_transformer_lens()
-    assert tl_model.cfg.d_model == len(ModelWeights.from_module(reused.module).labels) > width(reused)
+    assert tl_model.cfg.d_model == len(plain.residual_labels) > width(reused)
     rng = np.random.default_rng(1)
     rows = [["BOS", *rng.choice(["(", ")", "{", "}"], size=8)] for _ in range(16)]
     ids = torch.tensor([tl_model.raspc.token_ids(r) for r in rows])

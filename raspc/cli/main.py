@@ -409,6 +409,9 @@ def cmd_compile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     if emit == "onnx":
         if args.compact and args.hooks:
             raise CliError("--hooks names the transformer-shaped graph's intermediates: not with --compact")
+        if args.reuse_residual and args.hooks:
+            raise CliError("--hooks labels intermediates by residual direction, and with --reuse-residual a "
+                           "dimension's direction depends on the layer: use one or the other")
         if args.compact:
             from raspc.lowering.compact_onnx import tensor_to_compact_onnx as export
         elif args.hooks:  # TransformerLens-named hook outputs (issue 8)
