@@ -535,7 +535,7 @@ def test_progress_and_what_was_written(capsys, tmp_path: Path, quiet_progress) -
     assert any(l.startswith("raspc: compiling lib:make_hist > pipeline [") for l in lines), err
     assert any("verifying lower-craft-to-tensor" in l for l in lines), err
     assert "raspc: compiling lib:make_hist: done in" in err
-    assert lines[-1] == f"raspc: wrote {out}: 1 layer, 12 dims, 525 params"
+    assert lines[-1] == f"raspc: wrote {out}: 1 layer, 12 dims, 675 params"
     code, _, err = cli(capsys, "compile", "lib:make_hist", *VOCAB, "-o", out, "--verify", "-q")
     assert code == 0 and err == ""
 
