@@ -1,5 +1,5 @@
-"""compile_module verifies the IR where it matters: after every pass that is not raspc's own, at
-level changes and at the end; a failure names the pass (or the passes since the last check)."""
+"""compile_module verifies the IR where it matters: after every pass that is not raspc's own and
+at the end; a failure names the pass (or the passes since the last check)."""
 
 from __future__ import annotations
 
