@@ -60,6 +60,17 @@ def test_a_trusted_pipeline_is_verified_once(monkeypatch: pytest.MonkeyPatch) ->
     assert calls == []
 
 
+def test_compile_rasp_to_model_still_verifies_the_tensor_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compile_module leaves the end check to the export (verify_end=False): the export must make it
+    from raspc.dialects.common import level_of
+
+    levels = []
+    verify = ModuleOp.verify
+    monkeypatch.setattr(ModuleOp, "verify", lambda self, *a, **k: (levels.append(level_of(self)), verify(self, *a, **k))[1])
+    compile_rasp_to_model(lib.make_hist(), list("abc"), 5)
+    assert levels == ["rasp", "tensor"]  # the traced program, and the tensor module the export reads
+
+
 def test_tracr_activations_run_when_first_read_and_equal_the_hooked_graph() -> None:
     model = compile_rasp_to_model(lib.make_sort_unique(rasp.tokens, rasp.tokens), [1, 2, 3], 4)
     out = model.apply(["BOS", 3, 1, 2])
