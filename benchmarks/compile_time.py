@@ -294,7 +294,7 @@ def main() -> None:
     report = "\n".join([
         "# Compile time, side by side", "",
         f"`python benchmarks/compile_time.py --cases {args.cases} --rounds {args.rounds} --runs {args.runs}"
-        + (" --baseline ..." if args.baseline else "") + "`; "
+        + (f" --baseline {args.baseline}" if args.baseline else "") + "`; "
         f"{info.get('python', '')}, {info.get('cpus', '')} CPUs; {time.time() - started:.0f} s in all. "
         "Warm compile (to a model ready to answer), median over rounds and runs, the compilers taking turns "
         f"case by case; a ratio above 1 means raspc is faster. Load average {load[0]:.1f} at the start, "
