@@ -607,7 +607,23 @@ class LowerRaspToCraftPass(ModulePass):
         block = program.body.block
         check_direction_budget(program)
         patterns = [cls(self.leak) for cls in PATTERNS] + [OutputToCraftOutput()]
-        PatternRewriteWalker(GreedyRewritePatternApplier(patterns)).rewrite_module(op)
+        # The block is in dependency order, so one walk in order lowers every op once its operands
+        # are (a fraction of the greedy walker's cost, which revisits every new op with every
+        # pattern); the walker then finishes whatever a pattern left for later, in any order.
+        for o in list(block.ops):
+            if o.parent is None or not o.name.startswith("rasp."):  # erased by a pattern, or lowered
+                continue
+            for pattern in patterns:
+                rewriter = PatternRewriter(o)
+                pattern.match_and_rewrite(o, rewriter)
+                if rewriter.has_done_action:
+                    break
+        for o in reversed(list(block.ops)):  # selectors, once every reader is lowered
+            if o.name.startswith("rasp.") and not any(r.uses for r in o.results):
+                o.detach()
+                o.erase()
+        if any(o.name.startswith("rasp.") for o in block.ops):
+            PatternRewriteWalker(GreedyRewritePatternApplier(patterns)).rewrite_module(op)
         for o in reversed(list(block.ops)):
             if isinstance(o, UnrealizedConversionCastOp) and not o.results[0].uses:
                 o.detach()
