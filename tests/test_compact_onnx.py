@@ -170,9 +170,11 @@ def _nodes(model: onnx.ModelProto) -> dict[str, str]:
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in USUAL[:5] + AT16[:4]])
 def test_untabulated_reads_and_the_full_mask_give_the_same_graph_function(case: Case, monkeypatch) -> None:
     # the paths the speed-ups skip: every embedding row read from the stream (no token/position
-    # tables but for K), and the [B, T, T] mask instead of PAD keys masked inside the scores
+    # tables but for K), the [B, T, T] mask instead of PAD keys masked inside the scores, and column
+    # Gathers (taken past GATHER_MIN_ROWS rows) wherever a weight only picks columns
     monkeypatch.setattr(compact_onnx, "PAD_IN_SCORES", False)
     monkeypatch.setattr(compact_onnx, "TABULATE_MIN_ROWS", 10**9)
+    monkeypatch.setattr(compact_onnx, "GATHER_MIN_ROWS", 1)  # and every column-picking weight a Gather
     proto = _assert_compact_equals_dense(_compile(case), case.max_seq_len)
     assert "mask" in _nodes(proto)  # the dense graph's mask is built
 

@@ -5,15 +5,21 @@ A compiled residual stream is mostly zeros as far as any one block is concerned:
 named directions and writes a few others. The dense ("transformer-shaped") graph multiplies the
 whole residual by every weight matrix; this one never materialises the residual between blocks.
 The residual dimensions are partitioned into *segments* (dims with the same writers and the same
-readers), and the stream is a set of segment tensors [B, T, |segment|]:
+readers), and the stream is a set of segment tensors of rows [B*T, |segment|] (2-D, so an MLP is
+one Gemm with its bias, and onnxruntime fuses the ReLU into it; attention reshapes to [B, T, .]):
 
 - the embedding gathers rows of the token and position tables restricted to the segments they write;
 - each head / MLP concatenates only the segments it reads (Q, K and V separately), multiplies by its
   weights restricted to those rows and to the columns that can be non-zero (a Q/K column whose other
   side is zero, a hidden unit that writes nothing, are dropped: exact, they only add zeros), and its
   output covers only the segments it writes;
+- dims only the embedding writes hold a function of (token, position) at every layer: a read of
+  them is tabulated at export, `tok_table[token] + pos_table[position]` gathered (a first-layer
+  head's Q, K and V are Gathers), and an MLP reading nothing else is one Gather of its outputs;
+- a head whose K gathers a token table masks PAD keys inside its scores (one more Q/K column) and
+  adds only the [T, T] position mask;
 - `output` reads only the output s-op's segments; `residual` is assembled once, at the end, from the
-  final segments (onnxruntime skips it when a caller asks for `output` alone).
+  final segments (onnxruntime computes every graph output on every run, asked for or not).
 
 Same inputs, outputs, metadata and decoding as the dense graph (raspc/runtime.py runs both); sums
 skip zero terms, so floats may differ from the dense graph in the last bits, never the decoded answer
@@ -397,9 +403,10 @@ class _CompactBuilder:
 
 # --------------------------------------------------------------------------- emitters
 
-# Below this many rows a MatMul beats a column Gather in onnxruntime (measured on x86: a gathered
-# float costs about as much as 60-70 multiply-adds).
-GATHER_MIN_ROWS = 64
+# Below this many rows a MatMul beats a column Gather in onnxruntime: a float gathered along the
+# last axis costs about as much as 300-500 multiply-adds (x86, onnxruntime 1.32: [8256, 257] -> 128
+# columns, Gather 7.9 ms, MatMul 5.1 ms; [4160, 600] -> 64, Gather 2.0 ms, MatMul 3.0 ms).
+GATHER_MIN_ROWS = 400
 
 # Heads whose keys gather a token table mask PAD keys inside their scores (see _emit_head); off, every
 # head adds the [B, T, T] mask of the dense graph (the tests compare both ways).
