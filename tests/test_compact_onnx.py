@@ -170,11 +170,9 @@ def _nodes(model: onnx.ModelProto) -> dict[str, str]:
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in USUAL[:5] + AT16[:4]])
 def test_untabulated_reads_and_the_full_mask_give_the_same_graph_function(case: Case, monkeypatch) -> None:
     # the paths the speed-ups skip: every embedding row read from the stream (no token/position
-    # tables but for K), the [B, T, T] mask instead of PAD keys masked inside the scores, and column
-    # Gathers (taken past GATHER_MIN_ROWS rows) wherever a weight only picks columns
+    # tables but for K), and the [B, T, T] mask instead of PAD keys masked inside the scores
     monkeypatch.setattr(compact_onnx, "PAD_IN_SCORES", False)
     monkeypatch.setattr(compact_onnx, "TABULATE_MIN_ROWS", 10**9)
-    monkeypatch.setattr(compact_onnx, "GATHER_MIN_ROWS", 1)  # and every column-picking weight a Gather
     proto = _assert_compact_equals_dense(_compile(case), case.max_seq_len)
     assert "mask" in _nodes(proto)  # the dense graph's mask is built
 
@@ -215,3 +213,12 @@ def test_wide_residual_is_concatenated_from_views() -> None:
     assert len(m.residual_labels) >= compact_onnx.RESIDUAL_PIECEWISE_MIN
     proto = _assert_compact_equals_dense(m, 32)
     assert _nodes(proto)["residual"] == "Concat"
+
+
+def test_column_gathers_give_the_same_function(monkeypatch) -> None:
+    # a weight picking scattered columns is a Gather from GATHER_MIN_ROWS rows on (make_sort_freq's
+    # map of the histogram at 128); forced here at a small size
+    monkeypatch.setattr(compact_onnx, "GATHER_MIN_ROWS", 1)
+    m = compile_rasp_to_model(lib.make_sort_freq(max_seq_len=8), vocab=list(range(8)), max_seq_len=8)
+    proto = _assert_compact_equals_dense(m, 8)
+    assert any(n.op_type == "Gather" and n.name.endswith(".cols") for n in proto.graph.node)
