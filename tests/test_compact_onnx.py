@@ -221,4 +221,4 @@ def test_column_gathers_give_the_same_function(monkeypatch) -> None:
     monkeypatch.setattr(compact_onnx, "GATHER_MIN_ROWS", 1)
     m = compile_rasp_to_model(lib.make_sort_freq(max_seq_len=8), vocab=list(range(8)), max_seq_len=8)
     proto = _assert_compact_equals_dense(m, 8)
-    assert any(n.op_type == "Gather" and n.name.endswith(".cols") for n in proto.graph.node)
+    assert any(n.op_type == "Gather" and ".cols" in n.name for n in proto.graph.node)
