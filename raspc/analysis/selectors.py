@@ -128,20 +128,57 @@ def position_injective(value: SSAValue) -> bool:
     return False
 
 
+# past this many (query, key) pairs, a numeric comparison's facts are computed from sorted values
+# instead of its matrix (make_sort's keys at max_seq_len 128: 16,384^2 pairs, half a gigabyte)
+MATRIX_PAIRS = 1 << 22
+
+
+def _select_facts(op: R.SelectOp) -> tuple[bool | None, bool, bool, int]:
+    """(own, any, all, most): whether every query selects its own position (True), none does
+    (False) or it depends (None); whether some / every defined pair selects; the most keys one
+    query value selects. Pairs outside the domain (None, unorderable) select nothing."""
+    keys, queries = R.sop_type(op.keys).value_set, R.sop_type(op.queries).value_set
+    pred = op.predicate
+    if (keys is not None and queries is not None and isinstance(pred, R.ComparisonAttr)
+            and len(keys) * len(queries) > MATRIX_PAIRS):
+        k = [v for v in keys if v is not None]
+        q = [v for v in queries if v is not None]
+        if all(is_number(v) and abs(v) < 2**52 for v in (*k, *q)) and k and q:
+            own, some, every, most = _comparison_facts(pred.data, np.sort(np.array(k, float)), np.array(q, float),
+                                                       op.keys == op.queries)
+            defined = len(k) == len(keys) and len(q) == len(queries)  # a None pair selects nothing
+            return own, some, every and defined, most
+    m = operand_matrix(op) if keys is not None and queries is not None else None
+    own = None
+    if op.keys == op.queries and m is not None:
+        diag = np.diagonal(m)
+        diag = diag[diag >= 0]  # an undefined pair never occurs on an input in the domain
+        own = True if diag.size and diag.all() else False if not diag.any() else None
+    if m is None:
+        return own, True, False, 0
+    sel = m > 0
+    return own, bool(sel.any()), bool(sel.all()), int(sel.sum(axis=1).max()) if sel.size else 0
+
+
+def _comparison_facts(cmp: R.Comparison, k: np.ndarray, q: np.ndarray, same: bool) -> tuple[bool | None, bool, bool, int]:
+    """`_select_facts` of a comparison of numbers: `k` sorted keys, `q` queries (no None)."""
+    n = len(k)
+    below = np.searchsorted(k, q, "left")  # per query: keys < q
+    upto = np.searchsorted(k, q, "right")  # keys <= q
+    counts = {
+        R.Comparison.LT: below, R.Comparison.LEQ: upto, R.Comparison.GT: n - upto, R.Comparison.GEQ: n - below,
+        R.Comparison.EQ: upto - below, R.Comparison.NEQ: n - (upto - below),
+    }[cmp]
+    own = {R.Comparison.LT: False, R.Comparison.GT: False, R.Comparison.NEQ: False,
+           R.Comparison.LEQ: True, R.Comparison.GEQ: True, R.Comparison.EQ: True}[cmp] if same else None
+    return own, bool(counts.max() > 0), bool(counts.min() == n), int(counts.max())
+
+
 def _selects_own_position(op: R.SelectOp) -> bool | None:
     """True when every query selects its own position, False when none does, None when it depends."""
-    if op.keys != op.queries:
+    if op.keys != op.queries or R.sop_type(op.keys).value_set is None:
         return None
-    vals = R.sop_type(op.keys).value_set
-    if vals is None:
-        return None
-    diag = np.diagonal(operand_matrix(op))
-    diag = diag[diag >= 0]  # an undefined pair never occurs on an input in the domain
-    if diag.size and diag.all():
-        return True
-    if not diag.any():
-        return False
-    return None
+    return _select_facts(op)[0]
 
 
 def width_bounds(value: SSAValue, max_seq_len: int) -> tuple[int, int]:
@@ -163,12 +200,12 @@ def _bounds(value: SSAValue, n: int) -> tuple[int, int, bool]:
         hi = n - 1 if own is False else n
         keys, queries = R.sop_type(op.keys).value_set, R.sop_type(op.queries).value_set
         if keys is not None and queries is not None:
-            m = operand_matrix(op) > 0
-            if not m.any():
+            _, some, every, most = _select_facts(op)
+            if not some:
                 return 0, 0, False
             if position_injective(op.keys):
-                hi = min(hi, int(m.sum(axis=1).max()))
-            if m.all():
+                hi = min(hi, most)
+            if every:
                 lo = max(lo, 1)  # every key selected: the whole (non-empty) input
         return lo, max(hi, lo), bool(own)
     if isinstance(op, R.SelectorAndOp):
