@@ -134,7 +134,7 @@ class ReuseResidualPass(ModulePass):
             alive = [s for s in head_slots if s <= last_read.get(indices, C.EMBED_SLOT)]
             plans.append(_assign(writers, last_read, output.inp, {s: (indices,) for s in alive}))
         # by heads keyed on added position directions (p, p^2), alive until the last such head
-        positions = None
+        positions, keyed_on_positions = None, None
         one = embedded.get("one")
         if (one is not None and head_slots and model.spec.max_seq_len <= MAX_POSITION_KEYED_LEN
                 and not {POSITION, POSITION_SQ} & set(labels)):
@@ -153,12 +153,13 @@ class ReuseResidualPass(ModulePass):
                 plan = _assign([*positions, *writers], {**last_read, **{p.res: until for p in positions},
                                                        one: max(last_read.get(one, -1), until)},
                                output.inp, {s: keys for s in head_slots if s <= until})
+                keyed_on_positions = len(plans)
                 plans.append(plan)
         best = min(range(len(plans)), key=lambda i: (plans[i].n_dims, plans[i].heads, i))
         plan = plans[best]
 
         block = model.body.block
-        if positions is not None and any(by and by[0] is positions[0].res for _, by in plan.erase.values()):
+        if positions is not None and best == keyed_on_positions:
             first = block.first_op
             assert first is not None
             for p in positions:
