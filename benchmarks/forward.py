@@ -8,7 +8,8 @@ Cases: library programs at vocab = max_seq_len = N (vocab = the ints 0..N-1) for
 plus Tracr's own sizes (--tracr-sizes). For each case, every contender runs on the same batch of
 full-length random sequences: batch 64 and batch 1, median of --runs calls after a warm-up.
 
-- raspc compact: the graph `CompiledModel` runs (onnxruntime, one thread), asked for `output` only.
+- raspc compact: the graph `CompiledModel` runs (onnxruntime, raspc's session options: a thread
+  per physical core, as JAX uses for Tracr), asked for `output` only.
 - raspc dense: the transformer-shaped graph (`model.onnx_model`), same session options.
 - limit: numpy replaying the non-zero work of the same model (each block multiplies only the rows
   it reads and the columns it writes, as dense float32 sub-blocks; no per-op overhead beyond numpy's).
@@ -214,7 +215,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, total_s: float)
         "",
         f"`python benchmarks/forward.py --sizes {args.sizes} --programs {args.programs}`; {C.machine_info()['python']}, "
         f"{C.machine_info()['cpus']} CPUs; {total_s:.0f} s in all. Times are medians (ms) of at least {args.runs} calls and 0.25 s of calls; "
-        "batch 64 and batch 1 of full-length random sequences; onnxruntime with one thread. "
+        "batch 64 and batch 1 of full-length random sequences; onnxruntime with raspc's session options "
+        "(a thread per physical core, as XLA uses for Tracr). "
         "A ratio above 1 means raspc's compact graph is faster.",
         "",
         "| case | resid | params (nonzero) | ONNX KiB | compile s | peak MB | compact@64 | dense@64 | limit@64 "

@@ -37,7 +37,10 @@ def _key(token: Any) -> Any:
 
 def _session_options() -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    # onnxruntime's own choice, a thread per physical core: it keeps small ops on one thread (no
+    # cost on small models or batch 1) and splits big MatMuls (1.6-1.9x at batch 64 from
+    # max_seq_len 32 on 2 cores); each output element is still summed by one thread, in one order
+    opts.intra_op_num_threads = 0
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
