@@ -487,6 +487,12 @@ REGRESSIONS: tuple[Regression, ...] = (
     # found by the fuzz run on 1351cd3 (seed 7): a categorical copy of a mean was 1 - 8e-6, not 1
     Regression("mean-through-categorical-copy", _repro_mean_through_categorical_copy,
                inputs=([0, 1, 0, 0],), expected=([1.5, 1, 1.5, 1.5],), must_compile=True),
+    # fuzz seed 7, #5627: an MLP reading only constant directions (a linear map of two maps that
+    # cancel) had nothing to tabulate in the compact graph (StopIteration)
+    Regression("compact-mlp-of-constants-only", lambda: _gp(
+        "rasp.numerical(rasp.LinearSequenceMap(rasp.numerical(rasp.LinearSequenceMap(rasp.numerical(rasp.indices), "
+        "rasp.numerical(rasp.indices), 1, -1)), rasp.numerical(rasp.Map(Table({}, default=-2), rasp.tokens)), 2, 0))",
+        [4], 2), inputs=([4], [4, 4]), expected=([0], [0, 0]), must_compile=True),
 )
 
 

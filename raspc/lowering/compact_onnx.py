@@ -30,7 +30,7 @@ skip zero terms, so floats may differ from the dense graph in the last bits, nev
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -528,6 +528,9 @@ def _emit_mlp(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Stre
     w_out, b_out = w["w_out"][:, out_dims], w["b_out"][out_dims]
     rd = b.read_linear(x, blk.reads["in"], w["w_in"], f"{prefix}.x", bias=w["b_in"])
     out = _Stream()
+    if rd.rest is None and rd.by_token is None and rd.by_position is None:
+        # it reads only constant directions (`one`): one row per position, all the same
+        rd = replace(rd, by_position=np.zeros((len(b.pos), w_out.shape[0]), np.float32))
     if rd.rest is None:  # a function of the token and/or the position: tabulated whole
         table = _tabulate_mlp(rd, w_out, b_out)
         if table is not None:
