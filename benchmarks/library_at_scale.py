@@ -57,6 +57,14 @@ WORKER = textwrap.dedent('''
         out["compact_mb"] = len(model.compact_onnx_model.SerializeToString()) / 2**20
         out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # compile + compact session
         out["dense_mb"] = len(model.onnx_model.SerializeToString()) / 2**20
+        import numpy as np
+        from raspc.analysis.weights import ModelWeights
+        w = ModelWeights.from_module(model.module)
+        arrays = [w.token_embedding, w.position_embedding, *(a for h in w.heads for a in (h.w_q, h.w_k, h.w_v, h.w_o)),
+                  *(a for m in w.mlps for a in (m.w_in, m.b_in, m.w_out, m.b_out))]
+        out["nonzero"] = int(sum(np.count_nonzero(a) for a in arrays))
+        from raspc.dialects.tensor import tensor_model
+        out["reuse_d_model"] = tensor_model(compile_rasp_to_model(program, vocab, n, reuse_residual=True).module).d_model
         rng = random.Random(n)
         rows = [[rng.choice(vocab) for _ in range(rng.randint(1, n))] for _ in range(20)]
         got = model.apply_batch([["BOS", *r] for r in rows])
@@ -78,6 +86,27 @@ def run_case(call: str, vocab: list, n: int, timeout: float) -> dict:
         return {"error": f"over {timeout:.0f} s"}
     lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if lines else {"error": (p.stderr.strip().splitlines() or ["crashed"])[-1][:240]}
+
+
+def _growth(rows: list[dict]) -> list[str]:
+    """Per program, how compile time and peak memory grow from the smallest size to the largest,
+    beside the growth of the model's non-zero parameters (memory above the ~80 MB a process
+    holds before compiling, the baseline of the smallest case)."""
+    ok = [r for r in rows if "error" not in r]
+    if len({r["n"] for r in ok}) < 2:
+        return []
+    base_mb = min(r["peak_mb"] for r in ok)
+    out = ["| program | sizes | non-zero params x | compile time x | peak memory above baseline x |",
+           "|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["program"] for r in ok):
+        mine = sorted((r for r in ok if r["program"] == name), key=lambda r: r["n"])
+        if len(mine) < 2:
+            continue
+        a, b = mine[0], mine[-1]
+        mem = (b["peak_mb"] - base_mb + 1) / (a["peak_mb"] - base_mb + 1)
+        out.append(f"| {name} | {a['n']} -> {b['n']} | {b['nonzero'] / a['nonzero']:.1f} "
+                   f"| {b['compile_s'] / a['compile_s']:.1f} | {mem:.1f} |")
+    return out
 
 
 def main() -> None:
@@ -103,15 +132,18 @@ def main() -> None:
         "(first compile, process start-up excluded), peak resident memory of the process (compile and the "
         "compact graph's session), ONNX sizes, and whether 20 random inputs answer like `rasp.evaluate`.",
         "",
-        "| program | N | compile s | peak MB | residual | compact ONNX MB | transformer-shaped ONNX MB | exact |",
-        "|---|---|---|---|---|---|---|---|",
+        "| program | N | compile s | peak MB | non-zero params | residual | residual with reuse | compact ONNX MB "
+        "| transformer-shaped ONNX MB | exact |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['program']} | {r['n']} | refused: {r['error']} | | | | | |")
+            lines.append(f"| {r['program']} | {r['n']} | refused: {r['error']} | | | | | | | |")
         else:
-            lines.append(f"| {r['program']} | {r['n']} | {r['compile_s']:.2f} | {r['peak_mb']:.0f} | {r['d_model']} "
-                         f"| {r['compact_mb']:.1f} | {r['dense_mb']:.1f} | {'yes' if r['exact'] else 'NO'} |")
+            lines.append(f"| {r['program']} | {r['n']} | {r['compile_s']:.2f} | {r['peak_mb']:.0f} | {r['nonzero']:,} "
+                         f"| {r['d_model']} | {r['reuse_d_model']} | {r['compact_mb']:.1f} | {r['dense_mb']:.1f} "
+                         f"| {'yes' if r['exact'] else 'NO'} |")
+    lines += ["", *_growth(rows)]
     text = "\n".join(lines) + "\n"
     C.RESULTS.mkdir(exist_ok=True)
     (C.RESULTS / "library_at_scale.md").write_text(text)
