@@ -312,3 +312,23 @@ def test_transformer_lens_export_of_a_reused_model_answers_the_same() -> None:
     rows = [["BOS", *rng.choice(["(", ")", "{", "}"], size=8)] for _ in range(16)]
     ids = torch.tensor([tl_model.raspc.token_ids(r) for r in rows])
     assert tl_model.raspc.decode(tl_model(ids)) == reused.apply_batch(rows)
+
+
+@pytest.mark.parametrize("name", ["shuffle_dyck", "sort", "hist"])
+def test_compact_export_of_the_shared_dimensions_themselves(name: str, monkeypatch: Any) -> None:
+    """The compact export handles the reused model as it is too (heads whose keys are read by
+    position only, the erasing MLP units), when expand-residual is not run first."""
+    import raspc.passes.expand_residual as expand
+    from raspc.lowering.compact_onnx import tensor_to_compact_onnx
+    from raspc.runtime import OnnxModel
+
+    case = {c.name: c for c in CASES}[name]
+    _, reused = models(case)
+    monkeypatch.setattr(expand, "expand_residual", lambda module: module)
+    physical = OnnxModel(tensor_to_compact_onnx(reused.module).SerializeToString())
+    assert len(physical.residual_labels) == width(reused)
+    rng = np.random.default_rng(2)
+    vocab = list(case.vocab)
+    rows = [["BOS", *(vocab[i] for i in rng.integers(0, len(vocab), size=rng.integers(1, case.max_seq_len + 1)))]
+            for _ in range(48)]
+    assert physical.apply_batch(rows) == reused.apply_batch(rows)

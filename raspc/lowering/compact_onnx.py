@@ -361,6 +361,9 @@ class _CompactBuilder:
     def linear(self, rd: _Read, name: str, rows: bool) -> str | None:
         """A read's value: [B*T, out] when `rows`, else [B, T, out]; None when it is zero."""
         g = self.g
+        if rd.rest is None and rd.by_token is None and rd.by_position is None and rd.bias is not None:
+            # only constant directions (`one`): the same row at every position
+            rd = replace(rd, by_position=np.zeros((len(self.pos), len(rd.bias)), np.float32))
         terms = self.gathered(rd, name, rows or rd.rest is not None)
         if rd.rest is not None:
             terms.insert(0, _project(g, rd.rest[0], rd.rest[1], name))
@@ -505,7 +508,9 @@ def _emit_head(b: _CompactBuilder, blk: _Block, x: _Stream, prefix: str) -> _Str
     if proj["q"] is None or proj["k"] is None:  # scores all zero: a uniform pattern over unmasked keys
         scores = b.full_mask()
     else:
-        k_t = g.node("Transpose", [proj["k"]], f"{prefix}.k_T", perm=[0, 2, 1])
+        # a key read only by position is one [T, d] table for the whole batch
+        by_position_only = reads["k"].rest is None and reads["k"].by_token is None
+        k_t = g.node("Transpose", [proj["k"]], f"{prefix}.k_T", perm=[1, 0] if by_position_only else [0, 2, 1])
         qk = g.node("MatMul", [proj["q"], k_t], f"{prefix}.qk")
         scale = g.init(f"{prefix}.scale", _scalar(op.scale_float, np.float32))
         scores = g.node("Add", [g.node("Mul", [qk, scale], f"{prefix}.scaled"), mask()], f"{prefix}.scores")
