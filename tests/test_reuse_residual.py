@@ -288,6 +288,7 @@ def test_cli_compile_reuse_residual(tmp_path: Any) -> None:
            "--reuse-residual", "-o", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert " dims holding " in result.stderr.splitlines()[-1]  # "3 layers, 20 dims holding 26 directions, ..."
     run = subprocess.run([sys.executable, "-m", "raspc.cli.main", "run", str(out), "a", "b", "c"],
                          capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "['c', 'b', 'a']", run.stderr

@@ -456,7 +456,10 @@ def _model_summary(module: Any) -> str:
             if attr is not None:
                 params += int(np.prod(attr.get_shape()))
     n = len(layers)
-    return f"{n} layer{'s' if n != 1 else ''}, {len(model.residual_labels)} dims, {params:,} params"
+    layout = model.layout
+    dims = f"{len(model.residual_labels)} dims" if layout is None else \
+        f"{layout.d_model} dims holding {len(layout.labels)} directions"
+    return f"{n} layer{'s' if n != 1 else ''}, {dims}, {params:,} params"
 
 
 def _write(path: str, data: bytes) -> None:
