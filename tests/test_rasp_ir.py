@@ -193,6 +193,9 @@ _DIGEST_SCRIPT = textwrap.dedent(
         digest = lambda b: hashlib.sha256(b).hexdigest()
         out[name] = {level: digest(model.ir(level).encode()) for level in ("rasp", "craft", "tensor")}
         out[name]["onnx"] = digest(model.onnx_model.SerializeToString())
+        reused = compile_rasp_to_model(lib.LIBRARY[name](max_seq_len=max_seq_len), vocab, max_seq_len,
+                                       reuse_residual=True)
+        out[name]["reuse"] = digest(str(reused.module).encode() + reused.onnx_model.SerializeToString())
     print(json.dumps(out, sort_keys=True))
     """
 )
@@ -200,7 +203,8 @@ _DIGEST_SCRIPT = textwrap.dedent(
 
 def test_fresh_processes_with_different_hash_seeds_give_identical_bytes() -> None:
     """Two fresh interpreters (PYTHONHASHSEED 0 and 4242) build and compile the same programs:
-    every level's IR and the ONNX bytes must agree (no dependence on set/dict hash order)."""
+    every level's IR and the ONNX bytes must agree (no dependence on set/dict hash order), with
+    reuse_residual too."""
     names = ["make_shuffle_dyck2", "make_sort_freq", "make_nary_sequencemap"]
     script = f"NAMES = {names!r}\n" + _DIGEST_SCRIPT
     procs = []
