@@ -174,13 +174,6 @@ def _comparison_facts(cmp: R.Comparison, k: np.ndarray, q: np.ndarray, same: boo
     return own, bool(counts.max() > 0), bool(counts.min() == n), int(counts.max())
 
 
-def _selects_own_position(op: R.SelectOp) -> bool | None:
-    """True when every query selects its own position, False when none does, None when it depends."""
-    if op.keys != op.queries or R.sop_type(op.keys).value_set is None:
-        return None
-    return _select_facts(op)[0]
-
-
 def width_bounds(value: SSAValue, max_seq_len: int) -> tuple[int, int]:
     """(fewest, most) keys any query of the selector can select, on inputs of at most max_seq_len."""
     lo, hi, _ = _bounds(value, max_seq_len)
@@ -195,12 +188,11 @@ def _bounds(value: SSAValue, n: int) -> tuple[int, int, bool]:
             return 1, n, True
         if op.comparison is R.Comparison.FALSE:
             return 0, 0, False
-        own = _selects_own_position(op)
+        own, some, every, most = _select_facts(op)
         lo = 1 if own else 0
         hi = n - 1 if own is False else n
         keys, queries = R.sop_type(op.keys).value_set, R.sop_type(op.queries).value_set
         if keys is not None and queries is not None:
-            _, some, every, most = _select_facts(op)
             if not some:
                 return 0, 0, False
             if position_injective(op.keys):
