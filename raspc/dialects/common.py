@@ -300,6 +300,63 @@ class ModelContainer(IRDLOperation):
         return cls.create(properties={"input": InputSpecAttr(spec), **props}, regions=[Region(Block(ops))])
 
 
+# --------------------------------------------------------------------------- shared residual dimensions
+
+
+@dataclass(frozen=True)
+class ResidualLayout:
+    """Directions sharing residual dimensions over time: `dims[i]` holds `labels[i]` from the
+    sublayer slot `spans[i][0]` (its writer) to `spans[i][1]` (its eraser, or 2 x layers)."""
+
+    labels: tuple[str, ...]
+    dims: tuple[int, ...]
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def d_model(self) -> int:
+        return len(set(self.dims))
+
+    def verify(self, d_model: int) -> None:
+        """One dim and one span per label, every dimension of `d_model` used, lifetimes apart."""
+        if not (len(self.dims) == len(self.spans) == len(self.labels)):
+            raise VerifyException(f"{len(self.labels)} residual labels, {len(self.dims)} dims, "
+                                  f"{len(self.spans)} spans: one of each per direction")
+        if sorted(set(self.dims)) != list(range(d_model)):
+            raise VerifyException(f"`dims` must cover the residual width {d_model} exactly")
+        self.verify_lifetimes()
+
+    def verify_lifetimes(self) -> None:
+        """Directions sharing a dimension are never alive together: each is erased before the
+        next is written."""
+        by_dim: dict[int, list[tuple[int, int, str]]] = {}
+        for label, d, (start, stop) in zip(self.labels, self.dims, self.spans):
+            by_dim.setdefault(d, []).append((start, stop, label))
+        for d, shared in by_dim.items():
+            shared.sort()
+            for (_, stop, a), (start, _, b) in zip(shared, shared[1:]):
+                if stop >= start:
+                    raise VerifyException(f"'{a}' and '{b}' share a residual dimension but '{a}' is not erased "
+                                          f"before '{b}' is written: overlapping lifetimes on dimension {d}")
+
+    def readable_at(self, slot: int) -> list[int]:
+        """The directions (indices into `labels`) a block in `slot` can read."""
+        return [i for i, (start, stop) in enumerate(self.spans) if start < slot <= stop]
+
+    def written_at(self, slot: int) -> list[int]:
+        """The directions a block in `slot` writes (a writer) or zeroes (an eraser)."""
+        return [i for i, (start, stop) in enumerate(self.spans) if slot in (start, stop)]
+
+    def final_labels(self) -> tuple[str, ...]:
+        """One label per dimension after the last layer: its last occupant."""
+        last: dict[int, tuple[int, str]] = {}
+        for label, d, (start, _) in zip(self.labels, self.dims, self.spans):
+            if d not in last or start > last[d][0]:
+                last[d] = (start, label)
+        return tuple(last[d][1] for d in range(len(last)))
+
+
+
+
 def container_of(module: ModuleOp) -> ModelContainer:
     """The one container op (rasp.program, craft.model or tensor.model) of a module."""
     found = [op for op in module.ops if isinstance(op, ModelContainer)]
@@ -319,5 +376,5 @@ Raspc = Dialect("raspc", [], [ValuesAttr, ValueAttr, EncodingAttr, InputSpecAttr
 __all__ = [
     "Raspc", "ValuesAttr", "ValueAttr", "Encoding", "EncodingAttr", "CATEGORICAL", "NUMERICAL", "InputSpec",
     "InputSpecAttr", "check_input_spec", "ModelContainer", "container_of", "level_of", "parse_value",
-    "parse_value_list",
+    "parse_value_list", "ResidualLayout",
 ]

@@ -47,7 +47,7 @@ from xdsl.printer import Printer
 from xdsl.traits import HasParent, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
-from raspc.dialects.common import ModelContainer, ValuesAttr, parse_value_list
+from raspc.dialects.common import ModelContainer, ResidualLayout, ValuesAttr, parse_value_list
 from raspc.utils.values import format_value, format_values
 
 # --------------------------------------------------------------------------- labels
@@ -622,16 +622,10 @@ def _verify_shared_dims(model: "ModelOp", labels: Sequence[str], dims: Sequence[
     direction, and the output must live to the end."""
     spans = residual_spans(model)
     end = end_slot(model)
-    by_dim: dict[int, list[tuple[int, int, str]]] = {}
-    for label, d in zip(labels, dims):
-        if label in spans:
-            by_dim.setdefault(d, []).append((*spans[label], label))
-    for shared in by_dim.values():
-        shared.sort()
-        for (_, stop, a), (start, _, b) in zip(shared, shared[1:]):
-            if stop >= start:
-                raise VerifyException(f"'{a}' and '{b}' share a residual dimension but '{a}' is not erased "
-                                      f"before '{b}' is written")
+    unwritten = [label for label in labels if label not in spans]
+    if unwritten:
+        raise VerifyException(f"residual direction '{unwritten[0]}' is written by no op")
+    ResidualLayout(tuple(labels), tuple(dims), tuple(spans[label] for label in labels)).verify_lifetimes()
     for op in model.ops:
         if isinstance(op, EraseOp):
             slot, start = block_slot(op), spans[space_labels(op.space)[0]][0]

@@ -72,6 +72,7 @@ from raspc.dialects.common import (
     InputSpec,
     InputSpecAttr,
     ModelContainer,
+    ResidualLayout,
     ValuesAttr,
     container_of,
 )
@@ -526,53 +527,6 @@ class ReadoutOp(TensorOp):
 TENSOR_OPS = (EmbedOp, AttentionHeadOp, MlpOp, AddOp, ReadoutOp)
 
 # --------------------------------------------------------------------------- a typed view
-
-
-@dataclass(frozen=True)
-class ResidualLayout:
-    """Directions sharing residual dimensions over time: `dims[i]` holds `labels[i]` from the
-    sublayer slot `spans[i][0]` (its writer) to `spans[i][1]` (its eraser, or 2 x layers)."""
-
-    labels: tuple[str, ...]
-    dims: tuple[int, ...]
-    spans: tuple[tuple[int, int], ...]
-
-    @property
-    def d_model(self) -> int:
-        return len(set(self.dims))
-
-    def verify(self, d_model: int) -> None:
-        if not (len(self.dims) == len(self.spans) == len(self.labels)):
-            raise VerifyException(f"{len(self.labels)} residual labels, {len(self.dims)} dims, "
-                                  f"{len(self.spans)} spans: one of each per direction")
-        if sorted(set(self.dims)) != list(range(d_model)):
-            raise VerifyException(f"`dims` must cover the residual width {d_model} exactly")
-        by_dim: dict[int, list[tuple[int, int, str]]] = {}
-        for label, d, (start, stop) in zip(self.labels, self.dims, self.spans):
-            by_dim.setdefault(d, []).append((start, stop, label))
-        for shared in by_dim.values():
-            shared.sort()
-            for (_, stop, a), (start, _, b) in zip(shared, shared[1:]):
-                if stop >= start:
-                    raise VerifyException(f"'{a}' and '{b}' share dimension {self.dims[self.labels.index(a)]} "
-                                          "with overlapping lifetimes")
-
-    def readable_at(self, slot: int) -> list[int]:
-        """The directions (indices into `labels`) a block in `slot` can read."""
-        return [i for i, (start, stop) in enumerate(self.spans) if start < slot <= stop]
-
-    def written_at(self, slot: int) -> list[int]:
-        """The directions a block in `slot` writes (a writer) or zeroes (an eraser)."""
-        return [i for i, (start, stop) in enumerate(self.spans) if slot in (start, stop)]
-
-    def final_labels(self) -> tuple[str, ...]:
-        """One label per dimension after the last layer: its last occupant."""
-        last: dict[int, tuple[int, str]] = {}
-        for label, d, (start, _) in zip(self.labels, self.dims, self.spans):
-            if d not in last or start > last[d][0]:
-                last[d] = (start, label)
-        return tuple(last[d][1] for d in range(len(last)))
-
 
 
 @dataclass(frozen=True)
