@@ -141,10 +141,15 @@ def _mlp(mlps: list[C.MlpOp], erasures: list[C.EraseOp], x: SSAValue, layer: int
     units = n + 2 * np.arange(len(erased))
     w_in[erased, units], w_in[erased, units + 1] = 1.0, -1.0
     w_out[units, erased], w_out[units + 1, erased] = -1.0, 1.0
-    label = "+".join([m.label.data for m in mlps] + [f"erase_{e.space.type.space.data}" for e in erasures])
+    # named for the blocks it computes; for what it erases only when that is all it does
+    label = "+".join(m.label.data for m in mlps) or _erasing_label(erasures)
     op = T.MlpOp(x, label, layer, w_in, b_in, w_out, np.zeros((d,), np.float32))
     op.results[0].name_hint = f"L{layer}_mlp"
     return op
+
+
+def _erasing_label(erasures: list[C.EraseOp]) -> str:
+    return "erase_" + "_".join(e.space.type.space.data for e in erasures)
 
 
 def _erasing_head(erasures: list[C.EraseOp]) -> list[tuple[str, C.SparseMatrixAttr, C.SparseMatrixAttr, float]]:
@@ -155,8 +160,7 @@ def _erasing_head(erasures: list[C.EraseOp]) -> list[tuple[str, C.SparseMatrixAt
     erased = [label for e in erasures for label in C.space_labels(e.space)]
     positions = [C.space_labels(v) for v in erasures[0].positions]
     w_qk, w_ov, scale = erasing_head_weights(erased, positions)
-    label = "erase_" + "_".join(e.space.type.space.data for e in erasures)
-    return [(label, C.SparseMatrixAttr.from_dict(w_qk), C.SparseMatrixAttr.from_dict(w_ov), scale)]
+    return [(_erasing_label(erasures), C.SparseMatrixAttr.from_dict(w_qk), C.SparseMatrixAttr.from_dict(w_ov), scale)]
 
 
 def _add(values: Sequence[SSAValue], hint: str) -> Operation:

@@ -23,11 +23,6 @@ from raspc.dialects.common import InputSpec
 from raspc.utils.naming import ssa_name
 
 
-def _without_erasures(label: str) -> str:
-    """A layer MLP's label without its erasing parts (`hist+erase_tokens` -> `hist`)."""
-    return "+".join(part for part in label.split("+") if not part.startswith("erase_"))
-
-
 def tensor_model_op(weights: ModelWeights, spec: InputSpec, name: str | None) -> T.ModelOp:
     """A `tensor.model` holding `weights`: embed, then per layer its heads and its MLP, then the readout."""
     def named(op: Operation, hint: str) -> Operation:
@@ -44,7 +39,7 @@ def tensor_model_op(weights: ModelWeights, spec: InputSpec, name: str | None) ->
             ops += [*heads, add := named(T.AddOp([x, *heads]), f"resid{layer}_attn")]
             x = add.results[0]
         if mlp is not None:
-            block = T.MlpOp(x, _without_erasures(mlp.label), layer, mlp.w_in, mlp.b_in, mlp.w_out, mlp.b_out)
+            block = T.MlpOp(x, mlp.label, layer, mlp.w_in, mlp.b_in, mlp.w_out, mlp.b_out)
             ops += [named(block, f"L{layer}_mlp"), add := named(T.AddOp([x, block]), f"resid{layer}_mlp")]
             x = add.results[0]
     ops.append(T.ReadoutOp(x, weights.readout_dims, weights.output_encoding, weights.output_values))
