@@ -64,6 +64,17 @@ def _require_torch() -> Any:
 # --------------------------------------------------------------------------- labels
 
 
+def _lookup(table: dict[str, Any], sops: dict[str, str], name: str, label_at: int, what: str, plural: str) -> Any:
+    """`table[name]`, else the entry whose name's label (the part after its first `label_at` dots)
+    or whose s-op is `name`; KeyError listing the names."""
+    if name in table:
+        return table[name]
+    found = [n for n in table if n.split(".", label_at)[label_at] == name] or [n for n, s in sops.items() if s == name]
+    if not found:
+        raise KeyError(f"no {what} '{name}'; {plural}: {', '.join(table) or 'none'}")
+    return table[found[0]]
+
+
 @dataclass(frozen=True)
 class RaspcLabels:
     """raspc's names for TransformerLens indices: heads, MLP blocks, residual dims, the readout."""
@@ -82,23 +93,11 @@ class RaspcLabels:
 
     def head(self, name: str) -> tuple[int, int]:
         """(layer, head index) of a head by name (`L1.sort`), label (`sort`) or s-op it computes."""
-        if name in self.heads:
-            return self.heads[name]
-        found = [n for n in self.heads if n.split(".", 1)[1] == name] or \
-                [n for n, s in self.head_sops.items() if s == name]
-        if not found:
-            raise KeyError(f"no head '{name}'; heads: {', '.join(self.heads) or 'none'}")
-        return self.heads[found[0]]
+        return _lookup(self.heads, self.head_sops, name, 1, "head", "heads")
 
     def mlp(self, name: str) -> tuple[int, int, int]:
         """(layer, first neuron, stop neuron) of an MLP block by node name, label or s-op."""
-        if name in self.mlps:
-            return self.mlps[name]
-        found = [n for n in self.mlps if n.split(".", 2)[2] == name] or \
-                [n for n, s in self.mlp_sops.items() if s == name]
-        if not found:
-            raise KeyError(f"no MLP block '{name}'; blocks: {', '.join(self.mlps) or 'none'}")
-        return self.mlps[found[0]]
+        return _lookup(self.mlps, self.mlp_sops, name, 2, "MLP block", "blocks")
 
     def residual_index(self, label: str) -> int:
         try:
